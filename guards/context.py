@@ -1,0 +1,62 @@
+"""What a rule may know besides the draft: the conversation so far, and clause helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import Message
+from .normalize import BOUNDARIES, Normalized
+
+__all__ = ["Context", "clause_bounds", "inside_quotes"]
+
+_OPEN = "“「『《‘"
+_CLOSE = "”」』》’"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The conversation before the draft, oldest first, with the agent's part pre-split."""
+
+    history: tuple[Message, ...] = ()
+    agent_texts: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def of(cls, history: tuple[Message, ...]) -> Context:
+        return cls(history=history, agent_texts=tuple(m.text for m in history if m.role == "agent"))
+
+    def since_last_customer(self) -> tuple[Message, ...]:
+        """Agent messages sent after the customer last wrote."""
+        out: list[Message] = []
+        for m in reversed(self.history):
+            if m.role == "customer":
+                break
+            out.append(m)
+        return tuple(reversed(out))
+
+
+def clause_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """The clause of the matching view that holds text[start:end]: between boundaries."""
+    cs = start
+    while cs > 0 and text[cs - 1] not in BOUNDARIES:
+        cs -= 1
+    ce = end
+    while ce < len(text) and text[ce] not in BOUNDARIES:
+        ce += 1
+    return cs, ce
+
+
+def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
+    """True when original text[start:end] sits inside quotation marks that do not wrap the whole draft.
+
+    Quoting the customer's own words back ("您说的“不关我的事”是指…") is not the agent saying them
+    (spec 1, 根据语境判断); a draft that is nothing but a quote is still the agent's.
+    """
+    before = draft.folded[:start]
+    depth = sum(before.count(c) for c in _OPEN) - sum(before.count(c) for c in _CLOSE)
+    straight = before.count('"') % 2 == 1
+    if depth <= 0 and not straight:
+        return False
+    stripped = draft.original.strip()
+    rest = draft.original[end:].strip()
+    prefix = draft.original[:start].strip()
+    return not (len(prefix) <= 1 and len(rest) <= 1 and len(stripped) <= end - start + 2)

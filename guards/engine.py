@@ -1,0 +1,130 @@
+"""The guard: normalise the draft once, run every rule, decide, rewrite, suggest.
+
+`Guard(library).check(text, history=[...])` is a pure function of its arguments and the library:
+no I/O, no clock, no randomness. The verdict's action is the strictest of its violations; a
+rewrite is applied in place and the rewritten draft is checked again, so a rewrite that is not
+clean becomes a block with suggestions instead (rewriting is idempotent by construction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from phrases.schema import Library
+
+from .context import Context
+from .errors import RuleConfigError
+from .model import ACTION_RANK, Message, Suggestion, Verdict, Violation, strictest
+from .normalize import normalize
+from .registry import DETECTORS
+from .rules.lexical import LexicalRules
+
+__all__ = ["Guard"]
+
+_FALLBACK_TEMPLATE = Suggestion(template_id="generic-polite", text="这个问题我帮您确认一下,请您稍等。")
+
+
+def _message(m: Message | Mapping[str, str]) -> Message:
+    return m if isinstance(m, Message) else Message(role=m["role"], text=m["text"])  # type: ignore[arg-type]
+
+
+def _prune(violations: list[Violation]) -> list[Violation]:
+    """Drop a finding of a rule that lies inside another finding of the same rule."""
+    out: list[Violation] = []
+    for v in sorted(violations, key=lambda v: (v.start, -(v.end - v.start), v.rule_id)):
+        if any(o.rule_id == v.rule_id and o.start <= v.start and v.end <= o.end for o in out):
+            continue
+        out.append(v)
+    return out
+
+
+def apply_rewrites(text: str, violations: Iterable[Violation]) -> str:
+    """`text` with each rewrite's span replaced; overlapping spans keep the earliest, longest."""
+    chosen: list[Violation] = []
+    for v in sorted(violations, key=lambda v: (v.start, -(v.end - v.start))):
+        if v.replacement is None:
+            continue
+        if chosen and v.start < chosen[-1].end:
+            continue
+        chosen.append(v)
+    out, pos = [], 0
+    for v in chosen:
+        out.append(text[pos : v.start])
+        out.append(v.replacement or "")
+        pos = v.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class Guard:
+    """Checks agent drafts against one phrase library."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        enabled = [r for r in library.rules if r.enabled]
+        lexical = [r for r in enabled if r.detector == "lexical"]
+        self._lexical = LexicalRules(lexical)
+        self._detectors = []
+        for rule in enabled:
+            if rule.detector == "lexical":
+                continue
+            if rule.detector not in DETECTORS:
+                raise RuleConfigError(f"rule '{rule.id}': unknown detector '{rule.detector}'")
+            self._detectors.append(DETECTORS[rule.detector](rule, library))
+        self._rules = {r.id: r for r in library.rules}
+        self._templates = {t.id: t for t in library.templates}
+        self._repeat_rules = frozenset(r.id for r in lexical if r.repeat_action)
+        self._said: dict[str, frozenset[str]] = {}
+
+    def _rule_ids_in(self, text: str) -> frozenset[str]:
+        """Lexical rule ids an earlier agent message hit (memoised: histories are re-sent)."""
+        hit = self._said.get(text)
+        if hit is None:
+            draft = normalize(text)
+            hit = frozenset(v.rule_id for v in self._lexical.check(draft, Context()))
+            if len(self._said) > 8192:
+                self._said.clear()
+            self._said[text] = hit
+        return hit
+
+    def _repeated(self, ctx: Context) -> frozenset[str]:
+        if not self._repeat_rules or not ctx.agent_texts:
+            return frozenset()
+        said: set[str] = set()
+        for text in ctx.agent_texts:
+            said |= self._rule_ids_in(text)
+        return frozenset(said & self._repeat_rules)
+
+    def _suggestions(self, violations: list[Violation]) -> tuple[Suggestion, ...]:
+        out: dict[str, Suggestion] = {}
+        for v in sorted(violations, key=lambda v: -ACTION_RANK[v.action]):
+            rule = self._rules.get(v.rule_id)
+            for tid in rule.suggest if rule else ():
+                t = self._templates.get(tid)
+                if t is not None and tid not in out:
+                    out[tid] = Suggestion(template_id=tid, text=t.text)
+        return tuple(out.values())
+
+    def _violations(self, text: str, ctx: Context) -> list[Violation]:
+        draft = normalize(text)
+        found = self._lexical.check(draft, ctx, repeated=self._repeated(ctx))
+        for detector in self._detectors:
+            found.extend(detector.check(draft, ctx))
+        return _prune(found)
+
+    def check(self, text: str, history: Iterable[Message | Mapping[str, str]] = ()) -> Verdict:
+        """The verdict on one draft, given the conversation so far (oldest first)."""
+        ctx = Context.of(tuple(_message(m) for m in history))
+        violations = self._violations(text, ctx)
+        action = strictest([v.action for v in violations])
+        rewritten = None
+        if action == "rewrite":
+            rewritten = apply_rewrites(text, (v for v in violations if v.action == "rewrite"))
+            again = self._violations(rewritten, ctx)
+            if rewritten == text or strictest([v.action for v in again]) in ("rewrite", "block"):
+                # No safe rewrite: the fixed draft still breaks a rule.
+                action, rewritten = "block", None
+        suggestions = self._suggestions(violations)
+        if action == "block" and not suggestions:
+            suggestions = (_FALLBACK_TEMPLATE,)
+        return Verdict(action=action, violations=tuple(violations), rewritten=rewritten, suggestions=suggestions)

@@ -1,0 +1,141 @@
+"""Normalise a draft once, before any rule runs, keeping a way back to the original offsets.
+
+Two views are built:
+
+* `folded` — the original, character for character (same length, same offsets): full-width →
+  half-width, upper → lower case, traditional → simplified, clause punctuation in one form, and
+  every character that only decorates or hides (spaces, symbols, zero-width and other format
+  characters) replaced by a hole marker. Regex rules run here and report offsets directly.
+* `text` — the matching view: `folded` without the holes and with runs of one character
+  collapsed (不 知 道, 不*知*道, 不知知道 all read 不知道). Phrase rules run here; `span()` maps a
+  match back to the original text. The map is built lazily: a clean draft never pays for it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import opencc
+
+__all__ = ["BOUNDARIES", "HOLE", "Normalized", "fold", "fold_phrase", "normalize"]
+
+HOLE = "\x00"
+
+# Clause punctuation stays in the matching view as a boundary: a phrase never matches across
+# it, and rhetorical-question phrases may end on "?" (spec 1: 哪个? 什么?). The ASCII full stop is
+# not one: agents put it between characters (不.知.道) far more often than they end a Chinese
+# sentence with it.
+BOUNDARIES = frozenset(",!?;:。、…\n")
+_PUNCT_CANON = {
+    "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、",
+    "\r": "\n", "\u2028": "\n", "\u2029": "\n",
+}
+# Quotation marks are kept: they tell the engine that the agent is quoting the customer.
+_KEEP = frozenset("\"'“”‘’「」『』《》()（）[]【】<>")
+
+_T2S = opencc.OpenCC("t2s")
+
+
+class _FoldTable(dict):
+    """A str.translate table computed per code point on first use, then cached by the dict."""
+
+    def __missing__(self, cp: int) -> str:
+        value = _fold_char(chr(cp))
+        self[cp] = value
+        return value
+
+
+def _fold_char(ch: str) -> str:
+    if ch in _PUNCT_CANON:
+        return _PUNCT_CANON[ch]
+    if ch == "\n":
+        return ch
+    cat = unicodedata.category(ch)
+    # Zero-width joiners, BOM, soft hyphen, bidi marks (Cf), controls (Cc) and every kind of
+    # space hide or pad characters: the evasions 不\u200b知道 and 不 知 道.
+    if cat in ("Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me"):
+        return HOLE
+    nf = unicodedata.normalize("NFKC", ch)
+    if len(nf) != 1:
+        nf = ch
+    if nf in _PUNCT_CANON:
+        nf = _PUNCT_CANON[nf]
+    if nf in BOUNDARIES or nf in _KEEP:
+        return nf
+    ncat = unicodedata.category(nf)
+    # Symbols and connector/dash punctuation put between characters: 不*知*道, 不-知-道, 不~知~道.
+    if ncat[0] in ("S", "P") or ncat in ("Zs",):
+        return HOLE
+    low = nf.lower()
+    if len(low) != 1:
+        low = nf
+    simp = _T2S.convert(low)
+    return simp if len(simp) == 1 else low
+
+
+_TABLE = _FoldTable()
+_REPEAT = re.compile(r"(.)\1+", re.S)
+
+
+def fold(text: str) -> str:
+    """The `folded` view: same length as `text`, hidden characters turned into HOLE."""
+    return text.translate(_TABLE)
+
+
+def _squeeze(folded: str) -> str:
+    if HOLE in folded:
+        folded = folded.replace(HOLE, "")
+    return _REPEAT.sub(r"\1", folded)
+
+
+@lru_cache(maxsize=65536)
+def fold_phrase(phrase: str) -> str:
+    """A library phrase in the matching view, so it is compared like for like with drafts."""
+    return _squeeze(fold(phrase))
+
+
+@dataclass(slots=True)
+class Normalized:
+    """A draft in both views, with a lazily built map from the matching view to the original."""
+
+    original: str
+    folded: str
+    text: str
+    _starts: list[int] | None = field(default=None, repr=False)
+    _ends: list[int] | None = field(default=None, repr=False)
+
+    def _build_map(self) -> None:
+        starts: list[int] = []
+        ends: list[int] = []
+        prev = None
+        for i, ch in enumerate(self.folded):
+            if ch == HOLE:
+                continue
+            if ch == prev:
+                # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
+                ends[-1] = i + 1
+                continue
+            starts.append(i)
+            ends.append(i + 1)
+            prev = ch
+        self._starts, self._ends = starts, ends
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original [start, end) of the matching-view slice [start, end)."""
+        if self._starts is None:
+            self._build_map()
+        assert self._starts is not None and self._ends is not None
+        if not self._starts:
+            return 0, 0
+        start = min(max(start, 0), len(self._starts) - 1)
+        end = min(max(end, start + 1), len(self._ends))
+        return self._starts[start], self._ends[end - 1]
+
+
+def normalize(text: str) -> Normalized:
+    """Both views of `text`; see the module docstring."""
+    folded = fold(text)
+    return Normalized(original=text, folded=folded, text=_squeeze(folded))

@@ -1,0 +1,75 @@
+"""Homophone folding and typed pinyin for the phrases that agents disguise by sound.
+
+Agents write 不知到 or bu zhi dao for 不知道. For rules marked `phonetic`, every character that
+sounds like a character of one of their phrases (same toneless pinyin, most common reading) is
+folded onto one representative, in the draft and in the phrase alike, so one automaton pass finds
+the disguised forms. A phonetic hit is kept only when most of its characters are the phrase's own
+(see `close_enough`), because whole words sound alike too (布置到 is not 不知道).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin
+from pypinyin.pinyin_dict import pinyin_dict
+
+__all__ = ["close_enough", "homophone_table", "typed_pinyin"]
+
+
+def _toneless(reading: str) -> str:
+    base = unicodedata.normalize("NFD", reading)
+    return "".join(c for c in base if unicodedata.category(c) != "Mn").replace("ü", "v")
+
+
+@lru_cache(maxsize=1)
+def _chars_by_sound() -> dict[str, tuple[int, ...]]:
+    by: dict[str, list[int]] = {}
+    for cp, readings in pinyin_dict.items():
+        # Only the first (most common) reading: rarer readings fold too much together.
+        by.setdefault(_toneless(readings.split(",")[0]), []).append(cp)
+    return {k: tuple(v) for k, v in by.items()}
+
+
+def _sound(ch: str) -> str | None:
+    cp = ord(ch)
+    if cp not in pinyin_dict:
+        return None
+    return _toneless(pinyin_dict[cp].split(",")[0])
+
+
+def homophone_table(phrases: list[str]) -> dict[int, str]:
+    """A str.translate table folding every same-sounding character onto one representative."""
+    reps: dict[str, str] = {}
+    for phrase in phrases:
+        for ch in phrase:
+            sound = _sound(ch)
+            if sound is not None:
+                # The smallest code point is the representative: the choice must not depend
+                # on the order phrases were listed in.
+                reps[sound] = min(reps.get(sound, ch), ch)
+    by = _chars_by_sound()
+    table: dict[int, str] = {}
+    for sound, rep in reps.items():
+        for cp in by.get(sound, ()):
+            if chr(cp) != rep:
+                table[cp] = rep
+    return table
+
+
+def typed_pinyin(phrase: str) -> str | None:
+    """The phrase as typed pinyin (不知道 → buzhidao), or None when too short to be safe."""
+    if not all("\u4e00" <= c <= "\u9fff" for c in phrase):
+        return None
+    typed = "".join(lazy_pinyin(phrase, style=Style.NORMAL)).replace("ü", "v")
+    # Short pinyin strings ("bu", "meiyou") occur inside ordinary Latin text and ids.
+    return typed if len(typed) >= 7 and len(phrase) >= 3 else None
+
+
+def close_enough(found: str, phrase: str) -> bool:
+    """True when a same-sounding hit keeps most of the phrase's own characters."""
+    if len(found) != len(phrase):
+        return False
+    differing = sum(1 for a, b in zip(found, phrase) if a != b)
+    return differing <= max(1, len(phrase) // 3)

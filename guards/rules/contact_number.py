@@ -1,0 +1,50 @@
+"""A private contact handed out or taken off-platform (spec 1 `privacy_request`, seed 002).
+
+Lexical rules catch the asking (加我微信, 你QQ多少); this detector catches the number or id
+itself: a mobile number the customer never gave, or an id after a QQ/WeChat word. Repeating the
+customer's own order phone back for confirmation is not a violation, so numbers that appear in
+the customer's messages are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from phrases.schema import Library, Rule
+
+from ..context import Context
+from ..model import Violation
+from ..normalize import Normalized
+from .base import violation
+
+__all__ = ["ContactNumber"]
+
+_MOBILE = re.compile(r"(?<![0-9])1[3-9][0-9](?:[- ]?[0-9]){8}(?![0-9])")
+_IM_ID = re.compile(
+    r"(?:qq|微信|vx|wx|weixin|v信|威信|薇信|扣扣|企鹅)(?:号|号码)?\s*(?:是|:|：|为)?\s*"
+    r"(?P<id>[0-9]{5,12}|[a-z][-_a-z0-9]{5,19})(?![-_a-z0-9])",
+    re.I,
+)
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+class ContactNumber:
+    id = "contact_number"
+
+    def __init__(self, rule: Rule, library: Library) -> None:
+        self.rule = rule
+
+    def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
+        # The folded view turns full-width digits and letters into ASCII, position for position.
+        text = draft.folded.replace("\x00", " ")
+        given = {_digits(m.group()) for msg in ctx.history if msg.role == "customer" for m in _MOBILE.finditer(msg.text)}
+        out: list[Violation] = []
+        for m in _MOBILE.finditer(text):
+            if _digits(m.group()) not in given:
+                out.append(violation(self.rule, draft, m.start(), m.end(), "a private phone number in the reply"))
+        for m in _IM_ID.finditer(text):
+            out.append(violation(self.rule, draft, m.start(), m.end("id"), "a private QQ/WeChat id in the reply"))
+        return out

@@ -1,0 +1,62 @@
+"""Punctuation as attitude (spec 1 `punctuation`, seed 002 文字标点): !!, ??, 。。。, …… and none at all.
+
+Runs on the folded view, which is the original character for character, so offsets need no map.
+Each finding carries its in-place fix: one mark for a run, "，" for spaces used as punctuation,
+"。" at the end of a long draft that has none.
+"""
+
+from __future__ import annotations
+
+import re
+
+from phrases.schema import Library, Rule
+
+from ..context import Context
+from ..errors import RuleConfigError
+from ..model import Violation
+from ..normalize import Normalized
+from .base import violation
+
+__all__ = ["Punctuation"]
+
+# Two or more ! or ? in a row (mixed too: ?!) read as shouting or a challenge.
+_RUN = re.compile(r"[!?]{2,}")
+# 。。。 / …… / ... meaning "speechless": at the end of a clause or on their own, not the
+# hesitation inside a sentence (这个……我帮您查一下), which reads differently.
+_SPEECHLESS = re.compile(r"(?:[。｡]{2,}|…+|[.．]{3,})(?![\w\u3400-\u9fff])")
+_CJK = r"[\u3400-\u9fff]"
+# Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
+_SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
+_ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
+
+
+class Punctuation:
+    id = "punctuation"
+
+    def __init__(self, rule: Rule, library: Library) -> None:
+        self.rule = rule
+        min_length = rule.options.get("min_length", 15)
+        if not isinstance(min_length, int) or min_length < 1:
+            raise RuleConfigError(f"rule '{rule.id}': option 'min_length' must be a positive integer")
+        self.min_length = min_length
+
+    def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
+        folded, original = draft.folded, draft.original
+        out: list[Violation] = []
+        for m in _RUN.finditer(folded):
+            mark = "?" if "?" in m.group() else "!"
+            # Keep the agent's width: a full-width run becomes one full-width mark.
+            if original[m.start()] in "！？":
+                mark = {"?": "？", "!": "！"}[mark]
+            out.append(violation(self.rule, draft, m.start(), m.end(), "repeated !/? reads as shouting", replacement=mark))
+        for m in _SPEECHLESS.finditer(original):
+            out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement="。"))
+        for m in _SPACE_AS_PUNCT.finditer(original):
+            out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
+        body = original.rstrip()
+        if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:
+            end = len(body)
+            out.append(
+                violation(self.rule, draft, end, end, "a long reply with no punctuation", replacement="。")
+            )
+        return out

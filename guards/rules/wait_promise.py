@@ -1,0 +1,35 @@
+"""A promised wait longer than the tenant's cap (spec 3: may not exceed 3 minutes, seed 002).
+
+Warns on the draft before it is sent; the conversation clock still keeps the promise.
+"""
+
+from __future__ import annotations
+
+from phrases.schema import Library, Rule
+
+from ..context import Context
+from ..model import Violation
+from ..normalize import Normalized
+from ..waits import find_wait
+from .base import violation
+
+__all__ = ["WaitPromiseCap"]
+
+
+class WaitPromiseCap:
+    id = "wait_promise"
+
+    def __init__(self, rule: Rule, library: Library) -> None:
+        self.rule = rule
+        self.max_s = library.thresholds.wait_max_s
+
+    def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
+        wait = find_wait(draft.original)
+        if wait is None or wait.seconds is None or wait.seconds <= self.max_s:
+            return []
+        return [
+            violation(
+                self.rule, draft, wait.start, wait.end,
+                f"promises a wait of {wait.seconds} s; the limit is {self.max_s} s",
+            )
+        ]

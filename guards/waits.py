@@ -1,0 +1,92 @@
+"""Find a promised wait in a draft (请稍等, 请您稍等2分钟, 一分半钟) and its length in seconds.
+
+Spec section 3: after "请稍等" with no time named the agent comes back within 1 minute; a named
+wait sets the deadline to what was promised and may not exceed 3 minutes. Used by the guard (to
+warn on a too-long promise) and by the conversation clock (to set the deadline).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .normalize import fold
+
+__all__ = ["WaitPromise", "find_wait", "parse_duration"]
+
+_NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
+# A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
+_WAIT = re.compile(
+    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我)"
+    r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|min|mins|minutes?|s|sec|secs)"
+    r"(?:\s*半)?(?:钟)?))?"
+)
+# A duration before the wait word: 给我2分钟, 2分钟左右就好, 大约三分钟后回复您.
+_BEFORE = re.compile(
+    r"(?P<d>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒)(?:\s*半)?(?:钟)?)"
+    r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
+)
+_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPromise:
+    """A wait in the draft: where it is, and the seconds promised (None: no time named)."""
+
+    start: int
+    end: int
+    seconds: int | None
+
+
+def _number(token: str) -> float | None:
+    if token == "半":
+        return 0.5
+    if token.isdigit():
+        return float(token)
+    total, current = 0, 0
+    for ch in token:
+        if ch in _DIGITS:
+            current = _DIGITS[ch]
+        elif ch == "十":
+            total += (current or 1) * 10
+            current = 0
+        elif ch == "百":
+            total += (current or 1) * 100
+            current = 0
+        else:
+            return None
+    return float(total + current)
+
+
+_DURATION = re.compile(r"(" + _NUM + r")\s*(?:个)?\s*(小时|分钟|分|秒钟|秒|min|mins|minutes?|s|sec|secs)(\s*半)?")
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in a duration like 2分钟, 两分钟, 半分钟, 90秒, 一分半钟, 1个小时; None if none."""
+    m = _DURATION.search(text)
+    if not m:
+        return None
+    n = _number(m.group(1))
+    if n is None:
+        return None
+    unit = m.group(2)
+    scale = 3600 if unit == "小时" else 1 if unit.startswith(("秒", "s")) else 60
+    half = 0.5 * scale if m.group(3) else 0
+    return int(n * scale + half)
+
+
+def find_wait(text: str) -> WaitPromise | None:
+    """The first promised wait in `text`, with offsets into `text` itself."""
+    folded = fold(text).replace("\x00", " ")
+    m = _WAIT.search(folded)
+    if m:
+        if m.group("after"):
+            return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
+        b = _BEFORE.search(folded)
+        if b:
+            return WaitPromise(b.start(), b.end(), parse_duration(b.group("d")))
+        return WaitPromise(m.start(), m.end(), None)
+    b = _BEFORE.search(folded)
+    if b:
+        return WaitPromise(b.start(), b.end(), parse_duration(b.group("d")))
+    return None
