@@ -23,7 +23,7 @@ __all__ = ["Punctuation"]
 _RUN = re.compile(r"[!?]{2,}")
 # 。。。 / …… / ... meaning "speechless": at the end of a clause or on their own, not the
 # hesitation inside a sentence (这个……我帮您查一下), which reads differently.
-_SPEECHLESS = re.compile(r"(?:[。｡]{2,}|…+|[.．]{3,})(?![\w\u3400-\u9fff])")
+_SPEECHLESS = re.compile(r"(?:[。｡]{2,}+|…++|[.．]{3,}+)(?![\w\u3400-\u9fff])")
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")

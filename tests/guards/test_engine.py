@@ -1,0 +1,221 @@
+"""Behaviour of the engine on a small library: evasions with offsets, context, rewrite, detectors."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import guards
+import phrases
+
+
+@pytest.mark.parametrize(
+    "text, rule, span",
+    [
+        pytest.param("我不知道", "fp-dont-know", (0, 4), id="plain"),
+        pytest.param("亲,这个不 知 道呢", "fp-dont-know", (4, 9), id="spaces"),
+        pytest.param("不*知*道", "fp-dont-know", (0, 5), id="symbols"),
+        pytest.param("不-知~道", "fp-dont-know", (0, 5), id="dashes-tildes"),
+        pytest.param("我不知知道", "fp-dont-know", (0, 5), id="repeated-char"),
+        pytest.param("不\u200b知\u200d道", "fp-dont-know", (0, 5), id="zero-width"),
+        pytest.param("不\ufeff知道", "fp-dont-know", (0, 4), id="bom"),
+        pytest.param("我不知到", "fp-dont-know", (0, 4), id="homophone-char"),
+        pytest.param("bu zhi dao", "fp-dont-know", (0, 10), id="typed-pinyin"),
+        pytest.param("ＢＵＺＨＩＤＡＯ", "fp-dont-know", (0, 8), id="full-width-pinyin"),
+        pytest.param("布吉岛啊", "fp-dont-know", (0, 3), id="dialect-variant"),
+        pytest.param("这个我也不造", "fp-dont-know", (4, 6), id="slang-variant"),
+        pytest.param("不關我的事", "fp-not-my-business", (0, 5), id="traditional"),
+        pytest.param("这個不関我的事", "fp-not-my-business", (2, 7), id="traditional-mixed"),
+        pytest.param("這事跟我真的沒關係", "fp-not-my-business", (2, 9), id="pattern-traditional"),
+        pytest.param("此事与我无关", "fp-not-my-business", (2, 6), id="pattern-synonym"),
+        pytest.param("什么?", "rq-what", (0, 3), id="anchored-question"),
+        pytest.param("哪个？？", "rq-what", (0, 4), id="anchored-fullwidth-repeat"),
+        pytest.param("请您查看之前的回复", "imp-said-before", (0, 9), id="fuzzy-one-char"),
+        pytest.param("请您查看之前的答复", "imp-said-before", (0, 9), id="exact-long"),
+    ],
+)
+def test_hits_report_original_offsets(mini, text, rule, span):
+    v = mini.check(text)
+    hits = [x for x in v.violations if x.rule_id == rule]
+    assert hits, v
+    assert (hits[0].start, hits[0].end) == span
+    assert hits[0].matched == text[span[0] : span[1]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("如果您不知道尺码,可以参考详情页的尺码表。", id="conditional-customer"),
+        pytest.param("不知道您方便提供一下订单号吗?", id="polite-question"),
+        pytest.param("您说的“不知道”是指哪一步操作呢?", id="quoting-customer"),
+        pytest.param("请问您需要什么?", id="question-not-rhetorical"),
+        pytest.param("我们会把货物布置到位。", id="homophone-word-not-phrase"),
+        pytest.param("您好,很高兴为您服务。", id="clean"),
+        pytest.param("我跟您确认一下,这个没关系的,可以换货。", id="pattern-across-clauses"),
+        pytest.param("请稍等,我帮您查一下。", id="short-wait"),
+        pytest.param("mailbuzhidaox@example.com 是测试地址。", id="pinyin-inside-word"),
+    ],
+)
+def test_context_clears(mini, text):
+    assert mini.check(text).action == "pass", mini.check(text)
+
+
+def test_rewrite_keeps_the_rest_and_is_idempotent(mini):
+    v = mini.check("我不知道!!您再看看详情页吧")
+    assert v.action == "rewrite"
+    assert v.rewritten == "这个问题我帮您确认一下!您再看看详情页吧"
+    again = mini.check(v.rewritten)
+    assert again.action in ("pass", "warn")
+
+
+def test_block_carries_suggestions(mini):
+    v = mini.check("这个跟我没关系")
+    assert v.action == "block" and v.rewritten is None
+    assert [s.template_id for s in v.suggestions] == ["check-confirm"]
+
+
+def test_strictest_action_wins(mini):
+    v = mini.check("不关我的事!!")
+    assert {x.action for x in v.violations} == {"block", "rewrite"}
+    assert v.action == "block"
+
+
+def test_repeat_action_escalates(mini):
+    assert mini.check("这个没有办法").action == "warn"
+    history = [{"role": "customer", "text": "能便宜点吗"}, {"role": "agent", "text": "这个真的没有办法哦"}]
+    assert mini.check("只能这样了", history=history).action == "block"
+
+
+def test_repeat_closing_only_while_unanswered(mini, default_guard):
+    closing = "请问是否还有其他问题可以为您服务?"
+    hurried = [{"role": "agent", "text": closing}]
+    assert "closing-again" in mini.check(closing, history=hurried).rule_ids
+    answered = hurried + [{"role": "customer", "text": "还有一个问题,发票怎么开?"}]
+    assert "closing-again" not in mini.check(closing, history=answered).rule_ids
+
+
+def test_repetition_against_agent_history(mini):
+    history = [{"role": "agent", "text": "您的订单已经发货了,请注意查收。"}]
+    assert "rep" in mini.check("您的订单已经发货了 请注意查收", history=history).rule_ids
+    assert "rep" not in mini.check("您的订单明天就能送到。", history=history).rule_ids
+    customer_said = [{"role": "customer", "text": "您的订单已经发货了,请注意查收。"}]
+    assert "rep" not in mini.check("您的订单已经发货了,请注意查收。", history=customer_said).rule_ids
+
+
+@pytest.mark.parametrize(
+    "text, fixed",
+    [
+        pytest.param("好的!!", "好的!", id="double-bang"),
+        pytest.param("您确定吗？？", "您确定吗？", id="fullwidth-question-run"),
+        pytest.param("好吧。。。", "好吧。", id="speechless-dots"),
+        pytest.param("那好吧……", "那好吧。", id="speechless-ellipsis"),
+        pytest.param("好的 我看一下 马上处理", "好的，我看一下，马上处理", id="spaces-as-punctuation"),
+        pytest.param("您好您的快递已经到了驿站记得去取哦", "您好您的快递已经到了驿站记得去取哦。", id="no-punctuation"),
+    ],
+)
+def test_punctuation_rewrites(mini, text, fixed):
+    v = mini.check(text)
+    assert v.action == "rewrite" and v.rewritten == fixed
+    assert mini.check(fixed).action == "pass"
+
+
+def test_hesitation_ellipsis_is_fine(mini):
+    assert mini.check("这个……我帮您查一下。").action == "pass"
+
+
+def test_wait_cap_warns(mini):
+    v = mini.check("请您稍等10分钟,我去仓库确认。")
+    assert v.action == "warn" and v.rule_ids == ["wait-cap"]
+    assert mini.check("请您稍等2分钟,我去仓库确认。").action == "pass"
+
+
+def test_contact_number_except_customer_own(mini):
+    assert mini.check("有事打我电话13812345678。").action == "block"
+    history = [{"role": "customer", "text": "我的手机是13812345678"}]
+    assert mini.check("好的,您的手机号13812345678已备注。", history=history).action == "pass"
+    assert mini.check("加我微信 abc12345").action == "block"
+
+
+@pytest.mark.parametrize(
+    "text, wait",
+    [
+        ("请稍等", None), ("请您稍等2分钟", 120), ("稍等两分钟", 120), ("稍等半分钟", 30),
+        ("稍等 90 秒", 90), ("请稍等一分半钟", 90), ("请您稍等１０分钟", 600), ("稍等三十秒", 30),
+    ],
+)
+def test_find_wait(text, wait):
+    found = guards.find_wait(text)
+    assert found is not None and found.seconds == wait
+    assert 0 <= found.start < found.end <= len(text)
+
+
+def test_no_wait_in_plain_reply():
+    assert guards.find_wait("您的订单已发货。") is None
+
+
+def test_verdict_serialises(mini):
+    v = mini.check("我不知道!!", history=[{"role": "customer", "text": "在吗"}])
+    data = json.loads(v.model_dump_json())
+    assert data["action"] == "rewrite"
+    assert data["violations"][0]["start"] == 0 and data["violations"][0]["end"] == 4
+
+
+def test_pure_and_deterministic(mini):
+    a = mini.check("不*知*道!!").model_dump()
+    b = mini.check("不*知*道!!").model_dump()
+    assert a == b
+
+
+def test_invalid_library_names_every_problem(tmp_path):
+    bad = {
+        "rules": [
+            {"id": "x1", "category": "nope", "severity": "fatal", "action": "block", "source": "s", "phrases": ["a"], "suggest": ["t"]},
+            {"id": "x2", "category": "contempt", "severity": "fatal", "action": "rewrite", "source": "s", "phrases": ["b"]},
+            {"id": "x3", "category": "contempt", "severity": "fatal", "action": "block", "source": "s", "phrases": ["c"], "suggest": ["missing"]},
+        ],
+        "templates": [{"id": "t", "situation": "s", "text": "好的。"}],
+    }
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(phrases.LibraryError) as err:
+        phrases.load_library(path)
+    locs = " ".join(p["loc"] + " " + p["msg"] for p in err.value.problems)
+    assert "rules.0.category" in locs
+    assert "'replacement' is required" in locs and "x2" in locs
+    assert len(err.value.problems) >= 2
+
+
+def test_invalid_json_names_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"rules": [\n  {"id": }\n]}', encoding="utf-8")
+    with pytest.raises(phrases.LibraryError) as err:
+        phrases.load_library(path)
+    assert err.value.problems[0]["loc"].startswith("bad.json:2:")
+
+
+def test_word_list_adds_forbidden_phrases(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("# our list\n滚蛋\n\n关我屁事  # slang\n滚蛋\n", encoding="utf-8")
+    lib = phrases.load_library(path)
+    added = [r for r in lib.rules if r.id.startswith("wordlist-")]
+    assert sorted(p for r in added for p in r.phrases) == ["关我屁事", "滚蛋"]
+    g = guards.Guard(lib)
+    assert g.check("你给我滚 蛋").action == "block"
+
+
+_text = st.text(max_size=120)
+_cjkish = st.text(alphabet="不知道清楚关我的事跟没关系什么哪个? !。…*  \u200b请稍等2分钟bzdq微信13800138000“”", max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(_text, _cjkish), prior=st.lists(st.tuples(st.sampled_from(["agent", "customer"]), _cjkish), max_size=3))
+def test_check_never_raises_and_offsets_stay_inside(mini, text, prior):
+    history = [{"role": r, "text": t} for r, t in prior]
+    v = mini.check(text, history=history)
+    for x in v.violations:
+        assert 0 <= x.start <= x.end <= len(text)
+        assert x.matched == text[x.start : x.end]
+    if v.action == "rewrite":
+        assert v.rewritten is not None
+        assert mini.check(v.rewritten, history=history).action in ("pass", "warn")
