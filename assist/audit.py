@@ -1,0 +1,289 @@
+"""The append-only audit store: every decision the service makes, hash-chained per tenant.
+
+Each record stores `content_hash = sha256(canonical JSON of its content)`, the `prev_hash` of the
+record before it in the tenant's chain, and `hash = sha256(prev_hash || content_hash)`. Every
+`checkpoint_every` records, and at the head after each commit, the chain position is signed with
+HMAC-SHA256(key, "tenant|seq|hash"), so a rewrite of the whole chain without the key is caught.
+SQL lives in assist/audit_sql.py (durability: WAL + synchronous=FULL, see its docstring);
+verification in assist/audit_verify.py; masking in assist/audit_mask.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .audit_mask import scrub_secrets
+from .audit_query import AuditPage, AuditQuery, AuditRecord, decode_cursor, encode_cursor
+from .audit_sql import SqliteAuditBackend
+
+__all__ = [
+    "AUDIT_STORE",
+    "AUDIT_WRITER",
+    "GENESIS",
+    "AuditEvent",
+    "AuditPage",
+    "AuditQuery",
+    "AuditRecord",
+    "AuditStore",
+    "AuditWriter",
+    "canonical_content",
+    "checkpoint_mac",
+]
+
+GENESIS = bytes(32)  # prev_hash of a tenant's first record
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One decision to record; `at` is epoch seconds (the store's clock fills it when None)."""
+
+    tenant: str
+    kind: str
+    actor: str | None = None
+    conversation_id: str | None = None
+    action: str | None = None
+    rule_ids: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    original_text: str | None = None
+    final_text: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    at: float | None = None
+
+
+def canonical_content(row: Sequence[Any]) -> bytes:
+    """The canonical JSON that `content_hash` covers, from a row in audit_sql.COLUMNS order.
+
+    A JSON array in fixed field order (tenant, at, kind, actor, conversation_id, action, rule_ids,
+    categories, overridden, original_text, final_text, reason, details); list and dict fields are
+    the stored canonical JSON strings. `seq` and `id` are left out on purpose: the chain links fix
+    the order, so a reordering shows up as a broken link, not as an edited record.
+    """
+    return _ENCODE([row[1], *row[3:15]]).encode()
+
+
+def checkpoint_mac(key: bytes, tenant: str, seq: int, hash_: bytes) -> bytes:
+    """HMAC-SHA256(key, "tenant|seq|hash-hex"): a chain position only the key holder can sign."""
+    return hmac.new(key, f"{tenant}|{seq}|{hash_.hex()}".encode(), hashlib.sha256).digest()
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"AuditEvent.{name} must be a str or None, not {type(value).__name__}")
+    return scrub_secrets(value)
+
+
+def _prepare(event: AuditEvent, now: float) -> tuple[list[Any], list[str]]:
+    """Validate an event into an insert row (without seq and hashes) and its tags."""
+    if not isinstance(event.tenant, str) or not event.tenant:
+        raise ValueError("AuditEvent.tenant must be a non-empty str")
+    if not isinstance(event.kind, str) or not event.kind:
+        raise ValueError("AuditEvent.kind must be a non-empty str")
+    rule_ids = [str(r) for r in event.rule_ids]
+    categories = [str(c) for c in event.categories]
+    details = dict(event.details or {})
+    overridden = int(
+        event.kind == "override" or bool(details.get("override_reason")) or bool(details.get("overridden"))
+    )
+    at = float(event.at) if event.at is not None else float(now)
+    details_json = scrub_secrets(json.dumps(details, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str))
+    row = [
+        event.tenant, None, at, event.kind, _text(event.actor, "actor"),
+        _text(event.conversation_id, "conversation_id"), _text(event.action, "action"),
+        _ENCODE(rule_ids), _ENCODE(categories), overridden, _text(event.original_text, "original_text"),
+        _text(event.final_text, "final_text"), _text(event.reason, "reason"), details_json,
+    ]
+    tags = sorted({f"r:{r}" for r in rule_ids} | {f"c:{c}" for c in categories})
+    return row, tags
+
+
+class AuditStore:
+    """Append-only, hash-chained audit records in SQLite; thread-safe, one writer at a time."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        hmac_key: bytes,
+        checkpoint_every: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not hmac_key:
+            raise ValueError("hmac_key must not be empty")
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.path = Path(path)
+        self.key = hmac_key
+        self.checkpoint_every = checkpoint_every
+        self.clock = clock
+        self.backend = SqliteAuditBackend(self.path)
+        self._wlock = threading.Lock()
+
+    def prepare(self, event: AuditEvent) -> tuple[list[Any], list[str]]:
+        """Validate an event now (raising ValueError/TypeError) so a writer batch cannot fail on it."""
+        return _prepare(event, self.clock())
+
+    def append(self, event: AuditEvent) -> int:
+        """Append one record; it is durable (committed with synchronous=FULL) when this returns."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Iterable[AuditEvent]) -> list[int]:
+        """Append records in one transaction, in order; return their ids once committed."""
+        return self.append_prepared([self.prepare(e) for e in events])
+
+    def append_prepared(self, prepared: Sequence[tuple[list[Any], list[str]]]) -> list[int]:
+        """Chain and insert prepared rows in one transaction (the writer thread's entry point)."""
+        if not prepared:
+            return []
+        b = self.backend
+        every, key = self.checkpoint_every, self.key
+        sha = hashlib.sha256
+        ids: list[int] = []
+        with self._wlock:
+            b.begin()
+            try:
+                heads: dict[str, tuple[int, bytes]] = {}
+                for row, tags in prepared:
+                    tenant = row[0]
+                    head = heads.get(tenant)
+                    if head is None:
+                        head = b.tail(tenant) or (0, GENESIS)
+                    seq, prev = head[0] + 1, head[1]
+                    row = list(row)
+                    row[1] = seq
+                    content_hash = sha(_ENCODE([tenant, *row[2:14]]).encode()).digest()
+                    hash_ = sha(prev + content_hash).digest()
+                    ids.append(b.insert((*row, content_hash, prev, hash_), tags))
+                    if seq % every == 0:
+                        b.checkpoint(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
+                    heads[tenant] = (seq, hash_)
+                for tenant, (seq, hash_) in heads.items():
+                    b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
+                b.commit()
+            except BaseException:
+                b.rollback()
+                raise
+        return ids
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def query(self, q: AuditQuery, *, keep_original: bool = False) -> AuditPage:
+        """One page of records matching `q`, newest first, with the cursor of the next page."""
+        after = decode_cursor(q.cursor) if q.cursor else None
+        rows = self.backend.page(q.where(), after=after, limit=q.limit + 1)
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        records = [AuditRecord.from_row(r, keep_original=keep_original) for r in rows]
+        cursor = encode_cursor(rows[-1][3], rows[-1][0]) if more and rows else None
+        return AuditPage(records=records, next_cursor=cursor)
+
+    def iter_query(self, q: AuditQuery, *, keep_original: bool = False, page_size: int = 500):
+        """Every record matching `q`, page by page (keyset), never all in memory."""
+        q = q.replace(limit=page_size)
+        while True:
+            page = self.query(q, keep_original=keep_original)
+            yield from page.records
+            if page.next_cursor is None:
+                return
+            q = q.replace(cursor=page.next_cursor)
+
+    def verify(self, tenant: str | None = None, *, key: bytes | None = None):
+        """Walk the chain(s) and return a VerifyReport naming the first bad record per tenant."""
+        from .audit_verify import verify_store
+
+        return verify_store(self, tenant, key=key if key is not None else self.key)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class AuditWriter:
+    """Group commit for the service: many coroutines' appends, one transaction per batch.
+
+    Appends queue to one writer thread; it takes everything waiting (up to `max_batch`), commits it
+    in one transaction, and only then releases each caller with its record id. While one COMMIT
+    waits on fsync the next batch forms, so throughput grows with concurrency at no cost to
+    durability: nobody is told "done" before their record is on disk.
+    """
+
+    def __init__(self, store: AuditStore, *, max_batch: int = 1000) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def append(self, event: AuditEvent) -> int:
+        """Record `event`; return its id once committed durably. Raises on an invalid event."""
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("AuditWriter.start() has not been awaited")
+        prepared = self.store.prepare(event)
+        fut = self._loop.create_future()
+        self._q.put((prepared, fut))
+        return await fut
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        if self._thread is None:
+            return
+        self._q.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._q.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if None in batch:
+                stopping = True
+                batch = [b for b in batch if b is not None]
+            if not batch:
+                continue
+            try:
+                ids: list[Any] = self.store.append_prepared([p for p, _ in batch])
+            except Exception as exc:  # the batch rolled back: tell every caller, drop nothing silently
+                ids = [exc] * len(batch)
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(_settle, [f for _, f in batch], ids)
+            except RuntimeError:  # loop closed: callers are gone, records are committed anyway
+                pass
+
+
+def _settle(futures: list[asyncio.Future[int]], results: list[Any]) -> None:
+    for fut, res in zip(futures, results):
+        if fut.done():
+            continue
+        if isinstance(res, BaseException):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)
+
+
+AUDIT_STORE: web.AppKey[AuditStore] = web.AppKey("audit_store", AuditStore)
+AUDIT_WRITER: web.AppKey[AuditWriter] = web.AppKey("audit_writer", AuditWriter)
