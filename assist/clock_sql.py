@@ -1,0 +1,141 @@
+"""SQL for the conversation clock's state in <data_dir>/state.db: deadlines and pending reminders.
+
+One row per conversation holds its open/closed state, the once-only flags (不客气, closing), the
+due times it is counting toward, its armed timers as [fire_at, rule] pairs and the reminders still
+waiting for an answer. After a kill -9 the rows are read back, every timer is re-armed, and those
+whose time passed while the service was down fire at once, marked late. Own tables (clock_*), own
+connection, used from one worker thread so the event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .reminders import ConvState, ReminderEngine
+
+__all__ = ["SCHEMA", "ClockStore", "restore_state", "row_of"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clock_conversations (
+    tenant TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    agent_id TEXT,
+    open INTEGER NOT NULL,
+    flags INTEGER NOT NULL DEFAULT 0,      -- bit 1: 不客气 suggested, bit 2: closing suggested
+    question_at REAL,                      -- oldest unanswered customer message (epoch s)
+    response_due REAL,
+    rate_due REAL,
+    wait_due REAL,
+    timers TEXT NOT NULL DEFAULT '[]',     -- JSON [[fire_at, rule], ...] still to fire
+    pending TEXT,                          -- JSON {rule: reminder event} fired, not yet answered
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, conversation_id)
+) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO clock_conversations (tenant, conversation_id, agent_id, open, flags, question_at,
+    response_due, rate_due, wait_due, timers, pending, updated_at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (tenant, conversation_id) DO UPDATE SET agent_id=excluded.agent_id, open=excluded.open,
+    flags=excluded.flags, question_at=excluded.question_at, response_due=excluded.response_due,
+    rate_due=excluded.rate_due, wait_due=excluded.wait_due, timers=excluded.timers,
+    pending=excluded.pending, updated_at=excluded.updated_at
+"""
+
+Row = tuple[Any, ...]
+
+
+def row_of(st: ConvState, now: float) -> Row:
+    """The row that persists one conversation's clock."""
+    timers = [[e[0], e[3]] for e in st.timers if e[2] is not None]
+    pending = json.dumps(st.pending, ensure_ascii=False) if st.pending else None
+    return (st.tenant, st.cid, st.agent, int(st.open), st.flags, st.question_at, st.response_due,
+            st.rate_due, st.wait_due, json.dumps(timers), pending, now)
+
+
+def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState:
+    """Rebuild one conversation in `engine` from its row and re-arm its timers."""
+    (tenant, cid, agent, open_, flags, question_at, response_due, rate_due, wait_due, timers,
+     pending, _updated) = tuple(row)
+    per = engine.convs.setdefault(tenant, {})
+    st = per[cid] = ConvState(tenant, cid, agent)
+    st.open, st.flags, st.question_at = bool(open_), int(flags), question_at
+    st.response_due, st.rate_due, st.wait_due = response_due, rate_due, wait_due
+    st.pending = json.loads(pending) if pending else None
+    for fire_at, rule in json.loads(timers):
+        st.timers.append(engine.scheduler.schedule(float(fire_at), st, str(rule)))
+    return st
+
+
+class ClockStore:
+    """The clock's tables in state.db, behind one connection and one worker thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clock-sql")
+
+    def open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives kill -9 (it is in the WAL file);
+        # only an OS crash could lose the last commits, and the clock then only re-fires late.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("ClockStore is not open")
+        return self._conn
+
+    def save_sync(self, rows: Iterable[Row]) -> int:
+        conn = self._c()
+        rows = list(rows)
+        if not rows:
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_UPSERT, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return len(rows)
+
+    def load_sync(self) -> list[Row]:
+        cur = self._c().execute(
+            "SELECT tenant, conversation_id, agent_id, open, flags, question_at, response_due, rate_due,"
+            " wait_due, timers, pending, updated_at FROM clock_conversations"
+        )
+        return cur.fetchall()
+
+    def close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        await self._run(self.open_sync)
+
+    async def save(self, rows: list[Row]) -> int:
+        return int(await self._run(self.save_sync, rows))
+
+    async def load(self) -> list[Row]:
+        return list(await self._run(self.load_sync))
+
+    async def close(self) -> None:
+        await self._run(self.close_sync)
+        self._pool.shutdown(wait=True)
