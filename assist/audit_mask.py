@@ -36,9 +36,15 @@ def _mask_card(m: re.Match[str]) -> str:
     return "*" * (len(digits) - 4) + digits[-4:]
 
 
+# Words that lead into an address; the lazy match swallows them, but they are not the address.
+_LEAD_IN = ("收货地址是", "收货地址", "地址是", "寄到", "送到", "发到", "住在", "位于", "我在", "在", "到", "是")
+
+
 def _mask_address(m: re.Match[str]) -> str:
+    text = m.group(0)
+    lead = next((w for w in _LEAD_IN if text.startswith(w)), "")
     # Keep the structure words so an auditor still sees "an address was given here".
-    return "".join(ch if ch in _KEEP else "*" for ch in m.group(0))
+    return lead + "".join(ch if ch in _KEEP else "*" for ch in text[len(lead):])
 
 
 def mask_text(text: str | None) -> str | None:
