@@ -20,6 +20,14 @@ class Clock(Protocol):
 
     def now(self) -> float: ...
 
+    def attach(self, wake: asyncio.Event) -> None:
+        """A sleeper (the scheduler task) starts using this clock with `wake` as its event."""
+        ...
+
+    def release(self, wake: asyncio.Event) -> None:
+        """The sleeper owning `wake` has stopped."""
+        ...
+
     async def sleep_until(self, when: float | None, wake: asyncio.Event) -> None:
         """Return once `now() >= when` or `wake` is set; `when=None` waits for `wake` only."""
         ...
@@ -30,6 +38,12 @@ class RealClock:
 
     def now(self) -> float:
         return time.time()
+
+    def attach(self, wake: asyncio.Event) -> None:
+        pass
+
+    def release(self, wake: asyncio.Event) -> None:
+        pass
 
     async def sleep_until(self, when: float | None, wake: asyncio.Event) -> None:
         if when is None:
@@ -51,9 +65,8 @@ class ManualClock:
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self._now = float(start)
-        self._sleepers: dict[asyncio.Event, float | None] = {}
-        # Sleepers this clock woke that have not parked again yet: they are still doing their work.
-        self._woken: set[asyncio.Event] = set()
+        self._known: set[asyncio.Event] = set()  # attached sleepers: busy unless parked here
+        self._sleepers: dict[asyncio.Event, float | None] = {}  # parked sleepers and their time
 
     def now(self) -> float:
         return self._now
@@ -62,21 +75,24 @@ class ManualClock:
         """Jump to `when` without waking anyone (for a clock that moved while a service was down)."""
         self._now = float(when)
 
+    def attach(self, wake: asyncio.Event) -> None:
+        self._known.add(wake)
+
+    def release(self, wake: asyncio.Event) -> None:
+        self._known.discard(wake)
+        self._sleepers.pop(wake, None)
+
     async def sleep_until(self, when: float | None, wake: asyncio.Event) -> None:
-        self._woken.discard(wake)
         if when is not None and when <= self._now:
             return
         self._sleepers[wake] = when
         try:
             await wake.wait()
-        except asyncio.CancelledError:
-            self._woken.discard(wake)
-            raise
         finally:
             self._sleepers.pop(wake, None)
 
     def next_wakeup(self) -> float | None:
-        """The earliest time a sleeper waits for, if any."""
+        """The earliest time a parked sleeper waits for, if any."""
         times = [w for w in self._sleepers.values() if w is not None]
         return min(times) if times else None
 
@@ -100,13 +116,12 @@ class ManualClock:
     def _wake_due(self) -> None:
         for wake, when in list(self._sleepers.items()):
             if when is not None and when <= self._now:
-                self._woken.add(wake)
                 wake.set()
 
-    async def settle(self, *, max_spins: int = 10_000) -> None:
-        """Yield to the loop until every woken sleeper has parked again (its work is done)."""
+    async def settle(self, *, max_spins: int = 100_000) -> None:
+        """Yield to the loop until every attached sleeper is parked again (its work is done)."""
         for _ in range(max_spins):
             await asyncio.sleep(0)
-            if not self._woken and not any(w.is_set() for w in self._sleepers):
+            if all(w in self._sleepers and not w.is_set() for w in self._known):
                 return
         raise RuntimeError("clock sleepers did not settle; is a scheduler stuck?")

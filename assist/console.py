@@ -21,7 +21,7 @@ from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
 from .errors import BadRequest
 from .events import ConversationEvent, EventBus
-from .reminders import AuditRecord, ReminderEngine, TenantRules
+from .reminders import AuditNote, ReminderEngine, TenantRules
 
 __all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_context", "setup_console_routes"]
 
@@ -154,7 +154,7 @@ class ClockService:
             if not f.done():
                 f.set_result(None)
 
-    async def _audit(self, records: list[AuditRecord]) -> None:
+    async def _audit(self, records: list[AuditNote]) -> None:
         from .audit import AuditEvent
 
         assert self.audit is not None

@@ -25,7 +25,7 @@ from .clock import Clock
 from .events import ConversationEvent
 from .timers import Scheduler
 
-__all__ = ["AuditRecord", "ConvState", "Cues", "ReminderEngine", "TenantRules", "load_cues"]
+__all__ = ["AuditNote", "ConvState", "Cues", "ReminderEngine", "TenantRules", "load_cues"]
 
 # A timer that fires more than this after its time counts as late, besides any deadline that
 # passed while the service was down; a second is far above normal scheduler jitter (bench/clock.py).
@@ -89,7 +89,7 @@ class TenantRules:
 
 
 @dataclass(frozen=True)
-class AuditRecord:
+class AuditNote:
     """An audit record the engine decided on; ClockService turns it into an AuditEvent."""
 
     tenant: str
@@ -137,7 +137,7 @@ class ReminderEngine:
         self._cues = cues or load_cues()
         self.convs: dict[str, dict[str, ConvState]] = {}
         self.dirty: set[ConvState] = set()
-        self.audit_outbox: list[AuditRecord] = []
+        self.audit_outbox: list[AuditNote] = []
         self.restored_at = float("-inf")  # deadlines before this passed while the service was down
         self.on_change: Callable[[], None] = lambda: None  # ClockService: "something to persist"
 
@@ -169,18 +169,16 @@ class ReminderEngine:
         st = self._state(ev.tenant, ev.conversation_id)
         self.dirty.add(st)
         kind = ev.kind
+        if ev.agent_id and ev.agent_id != st.agent and kind != "transferred":
+            st.agent = ev.agent_id
+            for pend in (st.pending or {}).values():  # the new agent inherits what is pending
+                self._deliver(st.tenant, st.agent, self._public(pend, ev.at))
         if kind == "customer_message":
             self._customer(st, ev)
         elif kind == "agent_message":
-            if ev.agent_id and st.agent is None:
-                st.agent = ev.agent_id
             self._agent(st, ev)
         elif kind in ("opened", "assigned"):
             st.open = True
-            if ev.agent_id and ev.agent_id != st.agent:
-                st.agent = ev.agent_id
-                for pend in (st.pending or {}).values():  # the new agent inherits what is pending
-                    self._deliver(st.tenant, st.agent, self._public(pend, ev.at))
         elif kind in ("closed", "transferred"):
             self._clear(st, ("response", "reply_rate", "wait", "suggest"), ev.at)
             if kind == "closed":
@@ -276,7 +274,7 @@ class ReminderEngine:
         if rule in OVERDUE:
             details = {"rule": rule, "deadline": event["deadline"], "late": late, "agent_id": st.agent,
                        "since": iso(st.question_at) if rule != "wait.overdue" and st.question_at else None}
-            self.audit_outbox.append(AuditRecord(st.tenant, "threshold_missed", st.agent, st.cid, rule,
+            self.audit_outbox.append(AuditNote(st.tenant, "threshold_missed", _actor(st), st.cid, rule,
                                                  details, now))
 
     def _suggest(self, st: ConvState, rule: str, template_id: str, at: float) -> None:
@@ -301,10 +299,15 @@ class ReminderEngine:
                    "seconds_left": event["seconds_left"], "late": event["late"], "agent_id": st.agent,
                    "template_id": (event["suggestion"] or {}).get("template_id"),
                    "lateness_ms": round(lateness * 1000, 1)}
-        self.audit_outbox.append(AuditRecord(st.tenant, "reminder", st.agent, st.cid, rule, details, now))
+        self.audit_outbox.append(AuditNote(st.tenant, "reminder", _actor(st), st.cid, rule, details, now))
 
     @staticmethod
     def _public(event: dict[str, Any], now: float) -> dict[str, Any]:
         out = {k: v for k, v in event.items() if k != "_due"}
         out["seconds_left"] = round(event["_due"] - now, 1)
         return out
+
+
+def _actor(st: ConvState) -> str | None:
+    """The agent the audit counts a reminder or a missed threshold against (as Principal.actor)."""
+    return f"agent:{st.agent}" if st.agent else None

@@ -113,18 +113,22 @@ class Scheduler:
 
     async def _run(self) -> None:
         clock = self._clock
-        while not self._stopping:
-            self._wake.clear()
-            if self.fire_due(clock.now()) >= _BATCH:
-                await asyncio.sleep(0)
-                continue
-            await clock.sleep_until(self.next_deadline(), self._wake)
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                if self.fire_due(clock.now()) >= _BATCH:
+                    await asyncio.sleep(0)
+                    continue
+                await clock.sleep_until(self.next_deadline(), self._wake)
+        finally:
+            clock.release(self._wake)
 
     async def start(self) -> None:
         """Start the one scheduler task."""
         if self.running:
             return
         self._stopping = False
+        self._clock.attach(self._wake)
         self._task = asyncio.create_task(self._run(), name="conversation-clock")
 
     async def stop(self) -> None:
