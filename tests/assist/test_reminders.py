@@ -220,7 +220,7 @@ async def test_transfer_clears_and_the_new_agent_gets_the_next_reminders(night) 
     h.send("transferred", agent="a2")
     await h.clock.advance(100)
     assert h.rules_fired("reminder") == ["response.pre_warn"]
-    h.send("customer_message", "转过来了吗")
+    h.send("customer_message", "转过来了吗", agent=None)
     await h.clock.advance(60)
     assert [a for _, a, e in h.delivered if e.get("rule") == "response.overdue"] == ["a2"]
     assert h.engine.pending_for("t1", "a1") == []
