@@ -21,6 +21,7 @@ from .rules.lexical import LexicalRules
 
 __all__ = ["Guard"]
 
+_PASS = Verdict(action="pass")
 _FALLBACK_TEMPLATE = Suggestion(template_id="generic-polite", text="这个问题我帮您确认一下,请您稍等。")
 
 
@@ -116,6 +117,8 @@ class Guard:
         """The verdict on one draft, given the conversation so far (oldest first)."""
         ctx = Context.of(tuple(_message(m) for m in history))
         violations = self._violations(text, ctx)
+        if not violations:
+            return _PASS
         action = strictest([v.action for v in violations])
         rewritten = None
         if action == "rewrite":

@@ -56,7 +56,8 @@ def _fold_char(ch: str) -> str:
     cat = unicodedata.category(ch)
     # Zero-width joiners, BOM, soft hyphen, bidi marks (Cf), controls (Cc) and every kind of
     # space hide or pad characters: the evasions 不\u200b知道 and 不 知 道.
-    if cat in ("Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me"):
+    # Lone surrogates (Cs) arrive from JSON "\ud800" escapes; they cannot be encoded, so drop them.
+    if cat in ("Cf", "Cc", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"):
         return HOLE
     nf = unicodedata.normalize("NFKC", ch)
     if len(nf) != 1:
@@ -77,12 +78,41 @@ def _fold_char(ch: str) -> str:
 
 
 _TABLE = _FoldTable()
+
+
+def char_class(codepoints: list[int]) -> str:
+    """A regex character class for sorted code points, written as ranges."""
+    parts: list[str] = []
+    i = 0
+    while i < len(codepoints):
+        j = i
+        while j + 1 < len(codepoints) and codepoints[j + 1] == codepoints[j] + 1:
+            j += 1
+        a, b = re.escape(chr(codepoints[i])), re.escape(chr(codepoints[j]))
+        parts.append(a if i == j else f"{a}-{b}")
+        i = j + 1
+    return "[" + "".join(parts) + "]"
+
+
+def _changing() -> re.Pattern[str]:
+    # Every BMP character that folds to something else, plus the astral planes (emoji and
+    # other symbols there are decoration). Most drafts hold only a few such characters, so a
+    # regex that visits just those beats translating every character of the draft.
+    changed = [cp for cp in range(0x10000) if _TABLE[cp] != chr(cp)]
+    return re.compile(char_class(changed)[:-1] + "\U00010000-\U0010ffff]")
+
+
+_CHANGING = _changing()
 _REPEAT = re.compile(r"(.)\1+", re.S)
+
+
+def _fold_match(m: re.Match[str]) -> str:
+    return _TABLE[ord(m.group())]
 
 
 def fold(text: str) -> str:
     """The `folded` view: same length as `text`, hidden characters turned into HOLE."""
-    return text.translate(_TABLE)
+    return _CHANGING.sub(_fold_match, text)
 
 
 def _squeeze(folded: str) -> str:

@@ -53,7 +53,9 @@ def homophone_table(phrases: list[str]) -> dict[int, str]:
     table: dict[int, str] = {}
     for sound, rep in reps.items():
         for cp in by.get(sound, ()):
-            if chr(cp) != rep:
+            # BMP only: rare astral ideographs are not typed as disguises, and one astral code
+            # point in a character class makes every regex over it scan the class linearly.
+            if cp <= 0xFFFF and chr(cp) != rep:
                 table[cp] = rep
     return table
 

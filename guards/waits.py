@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from .normalize import fold
 
-__all__ = ["WaitPromise", "find_wait", "parse_duration"]
+__all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "parse_duration"]
+
+# A draft without any of these cannot promise a wait; substring tests skip the regex.
+WAIT_HINTS = ("等", "候", "稍后", "分钟", "秒", "小时", "min")
 
 _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.

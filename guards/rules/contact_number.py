@@ -27,6 +27,10 @@ _IM_ID = re.compile(
 )
 
 
+_FIVE_DIGITS = re.compile(r"[0-9]{5}")
+_IM_WORDS = ("qq", "微信", "vx", "wx", "weixin", "v信", "威信", "薇信", "扣扣", "企鹅")
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
@@ -39,6 +43,8 @@ class ContactNumber:
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         # The folded view turns full-width digits and letters into ASCII, position for position.
+        if not any(w in draft.text for w in _IM_WORDS) and not _FIVE_DIGITS.search(draft.text):
+            return []
         text = draft.folded.replace("\x00", " ")
         given = {_digits(m.group()) for msg in ctx.history if msg.role == "customer" for m in _MOBILE.finditer(msg.text)}
         out: list[Violation] = []

@@ -27,6 +27,10 @@ _SPEECHLESS = re.compile(r"(?:[。｡]{2,}+|…++|[.．]{3,}+)(?![\w\u3400-\u9ff
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
+# Substring tests (C speed) that say whether any of the above can be present at all; the folded
+# view has full-width ！？ already turned into !?.
+_SUSPECT_FOLDED = ("!!", "??", "!?", "?!")
+_SUSPECT_ORIGINAL = ("。。", "｡｡", "…", "...", "．．．", " ", "\u3000", "\t")
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 
@@ -43,6 +47,11 @@ class Punctuation:
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         folded, original = draft.folded, draft.original
         out: list[Violation] = []
+        if not any(x in folded for x in _SUSPECT_FOLDED) and not any(x in original for x in _SUSPECT_ORIGINAL):
+            body = original.rstrip()
+            if len(body) >= self.min_length and not _ANY_PUNCT.search(original):
+                return [violation(self.rule, draft, len(body), len(body), "a long reply with no punctuation", replacement="。")]
+            return out
         for m in _RUN.finditer(folded):
             mark = "?" if "?" in m.group() else "!"
             # Keep the agent's width: a full-width run becomes one full-width mark.

@@ -29,11 +29,8 @@ class RepeatClosing:
         return min(hits, default=-1)
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        at = self._closes(draft.text)
-        if at < 0:
-            return []
         pending = [m for m in ctx.since_last_customer() if self._closes(fold_phrase(m.text)) >= 0]
-        if not pending:
+        if not pending or self._closes(draft.text) < 0:
             return []
         start, end = 0, len(draft.original.rstrip())
         return [violation(self.rule, draft, start, end, "closing sent again before the customer answered the last one")]

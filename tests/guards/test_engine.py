@@ -87,7 +87,7 @@ def test_repeat_action_escalates(mini):
     assert mini.check("只能这样了", history=history).action == "block"
 
 
-def test_repeat_closing_only_while_unanswered(mini, default_guard):
+def test_repeat_closing_only_while_unanswered(mini):
     closing = "请问是否还有其他问题可以为您服务?"
     hurried = [{"role": "agent", "text": closing}]
     assert "closing-again" in mini.check(closing, history=hurried).rule_ids

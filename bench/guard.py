@@ -1,0 +1,144 @@
+"""Per-draft latency of Guard.check against a bare Aho-Corasick pass over the same phrases and drafts.
+
+    python bench/guard.py [--drafts 2000] [--rounds 5]
+
+Two library sizes: the default library, and the default plus a 10,000-phrase word list. For each,
+the same 200-character drafts go through `Guard.check` (all normalisation on) and through a bare
+pyahocorasick iteration over the raw draft with an automaton of the same phrases; rounds alternate
+between the two so machine noise hits both alike. Prints medians, p99 and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ahocorasick
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import guards  # noqa: E402
+import phrases  # noqa: E402
+from guards.normalize import fold_phrase  # noqa: E402
+
+# Ordinary service sentences; drafts are built from them, with a violation in some.
+CLEAN = [
+    "您好,很高兴为您服务。", "您的订单已经发货了,预计明天送达,请注意查收。", "这款衣服是纯棉的,洗涤时建议反面冷水手洗。",
+    "退款审核通过后,一般1-3个工作日原路退回到您的支付账户。", "麻烦您提供一下订单号,我帮您查询物流信息。",
+    "如果您不清楚尺码,可以参考详情页的尺码表。", "这边已经为您备注了优先发货,请您放心。", "非常抱歉给您带来不便,我们马上为您处理。",
+    "请您稍等2分钟,我马上为您确认一下。", "感谢您的耐心等待,已经帮您查到了。", "赠品会随包裹一起寄出,不需要另外下单哦。",
+    "这个型号支持七天无理由退换,运费险也已经为您开通。", "亲,优惠券在结算页面可以直接使用的。",
+]
+BAD = ["我不知道", "不 知 道", "这跟我没关系", "你自己不会看吗", "爱买不买", "加我微信聊", "我保证给您全额退款", "好吧。。。"]
+
+
+def make_drafts(n: int, rng: random.Random) -> list[str]:
+    drafts = []
+    for i in range(n):
+        parts: list[str] = []
+        while sum(map(len, parts)) < 200:
+            parts.append(rng.choice(CLEAN))
+        if i % 4 == 0:
+            parts.insert(rng.randrange(len(parts)), rng.choice(BAD))
+        drafts.append("".join(parts)[:200])
+    return drafts
+
+
+def word_list(n: int, rng: random.Random) -> list[str]:
+    common = "的一是不了人我在有他这为之大来以个中上们到说国和地也子时道出而要于就下得可你年生自会那后能对着事其里所去行过家十用发天如然作方成者多日都三小军二无同么经法当起与好看学进种将还分此心前面又定见只主没公从"
+    out: set[str] = set()
+    while len(out) < n:
+        out.add("".join(rng.choice(common) for _ in range(rng.randint(3, 6))))
+    return sorted(out)
+
+
+def bare_automaton(library: phrases.Library) -> ahocorasick.Automaton:
+    a = ahocorasick.Automaton()
+    for rule in library.rules:
+        for p in [*rule.phrases, *rule.variants]:
+            key = fold_phrase(p.strip("^$"))
+            if key:
+                a.add_word(key, rule.id)
+    a.make_automaton()
+    return a
+
+
+def timed(fn, drafts: list[str]) -> list[float]:
+    out = []
+    for d in drafts:
+        t0 = time.perf_counter_ns()
+        fn(d)
+        out.append((time.perf_counter_ns() - t0) / 1000)
+    return out
+
+
+def p99(xs: list[float]) -> float:
+    return sorted(xs)[int(len(xs) * 0.99) - 1]
+
+
+def run(name: str, library: phrases.Library, drafts: list[str], rounds: int) -> dict:
+    guard = guards.Guard(library)
+    auto = bare_automaton(library)
+
+    def bare(d: str) -> None:
+        for _ in auto.iter(d):
+            pass
+
+    for d in drafts[:200]:  # warm caches (translate table, regex) before timing
+        guard.check(d)
+        bare(d)
+    g_all: list[float] = []
+    b_all: list[float] = []
+    g_medians, b_medians = [], []
+    for _ in range(rounds):
+        b = timed(bare, drafts)
+        g = timed(guard.check, drafts)
+        b_all += b
+        g_all += g
+        b_medians.append(statistics.median(b))
+        g_medians.append(statistics.median(g))
+    gm, bm = statistics.median(g_medians), statistics.median(b_medians)
+    return {
+        "library": name, "phrases": sum(len(r.phrases) + len(r.variants) for r in library.rules),
+        "guard_median_us": gm, "guard_p99_us": p99(g_all), "bare_median_us": bm, "bare_p99_us": p99(b_all),
+        "ratio": gm / bm,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--drafts", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--library", default=None, help="library to start from (default: the packaged one)")
+    args = ap.parse_args()
+    rng = random.Random(7)
+    drafts = make_drafts(args.drafts, rng)
+    default = phrases.load_library(args.library)
+    big_data = default.model_dump()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.txt"
+        path.write_text("\n".join(word_list(10_000, rng)), encoding="utf-8")
+        added = phrases.load_library(path)
+    # The word list's rules and template on top of the chosen library.
+    known = {r["id"] for r in big_data["rules"]}
+    big_data["rules"] += [r.model_dump() for r in added.rules if r.id.startswith("wordlist-") and r.id not in known]
+    big_data["templates"] += [t.model_dump() for t in added.templates if t.id == "wordlist-polite"]
+    big = phrases.library_from_data(big_data)
+    rows = [run("default", default, drafts, args.rounds), run("default + 10,000 words", big, drafts, args.rounds)]
+    print(f"{args.drafts} drafts of 200 chars, {args.rounds} alternating rounds; times in µs per draft\n")
+    print("| library | phrases | Guard.check median | p99 | bare AC median | p99 | ratio (median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['library']} | {r['phrases']} | {r['guard_median_us']:.1f} | {r['guard_p99_us']:.1f} | "
+            f"{r['bare_median_us']:.1f} | {r['bare_p99_us']:.1f} | {r['ratio']:.2f}× |"
+        )
+
+
+if __name__ == "__main__":
+    main()
