@@ -85,6 +85,8 @@ class ClockService:
         self._kicked = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closing = False
 
     async def start(self) -> None:
         """Restore persisted conversations, then start the scheduler and the flush task."""
@@ -95,15 +97,18 @@ class ClockService:
                 restore_state(self.engine, row)
             self.engine.restored_at = self.clock.now()
             log.info("clock.restored", conversations=len(rows), timers=len(self.engine.scheduler))
+        self._closing = False
         self._flusher = asyncio.create_task(self._flush_loop(), name="clock-flush")
         await self.engine.scheduler.start()
 
     async def stop(self) -> None:
+        """Stop the scheduler, let the flush task finish its batch, write the rest, close."""
         await self.engine.scheduler.stop()
+        self._closing = True
+        self._kick()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await self._flusher  # not cancelled: a cancelled write would lose its batch
+            self._flusher = None
         await self.flush()
         if self.store is not None:
             await self.store.close()
@@ -124,45 +129,58 @@ class ClockService:
         self._kicked.set()
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._kicked.wait()
             self._kicked.clear()
             try:
                 await self.flush()
-            except Exception:  # keep the clock running; the next change retries the write
+            except Exception:  # keep the clock running; what failed is queued again for the next try
                 log.exception("clock.flush_failed")
 
     async def flush(self) -> None:
-        """Write changed conversations and queued audit records now."""
-        engine, waiters = self.engine, self._waiters
-        self._waiters = []
-        now = self.clock.now()
-        rows = [row_of(st, now) for st in engine.dirty]
-        engine.dirty.clear()
-        records, engine.audit_outbox = engine.audit_outbox, []
-        try:
-            if rows and self.store is not None:
-                await self.store.save(rows)
-            if records and self.audit is not None:
-                await self._audit(records)
-        except BaseException as err:
+        """Write changed conversations and queued audit records now; failures are re-queued."""
+        async with self._lock:
+            engine, waiters = self.engine, self._waiters
+            self._waiters = []
+            states = list(engine.dirty)
+            engine.dirty.clear()
+            records, engine.audit_outbox = engine.audit_outbox, []
+            try:
+                if states and self.store is not None:
+                    now = self.clock.now()
+                    try:
+                        await self.store.save([row_of(st, now) for st in states])
+                    except Exception:
+                        engine.dirty.update(states)
+                        raise
+                if records and self.audit is not None:
+                    await self._audit(records)
+            except Exception as err:
+                for f in waiters:
+                    if not f.done():
+                        f.set_exception(err)
+                raise
             for f in waiters:
                 if not f.done():
-                    f.set_exception(err if isinstance(err, Exception) else RuntimeError("flush cancelled"))
-            raise
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
+                    f.set_result(None)
 
     async def _audit(self, records: list[AuditNote]) -> None:
         from .audit import AuditEvent
 
         assert self.audit is not None
-        events = [AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor, conversation_id=r.conversation_id,
-                             action=r.action, details=r.details, at=r.at) for r in records]
+        failed: list[AuditNote] = []
         # The writer commits concurrent appends together; chunks bound the futures in flight.
-        for i in range(0, len(events), 1000):
-            await asyncio.gather(*(self.audit.append(e) for e in events[i:i + 1000]))
+        for i in range(0, len(records), 1000):
+            chunk = records[i:i + 1000]
+            results = await asyncio.gather(
+                *(self.audit.append(AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
+                                               conversation_id=r.conversation_id, action=r.action,
+                                               details=r.details, at=r.at)) for r in chunk),
+                return_exceptions=True)
+            failed += [r for r, res in zip(chunk, results) if isinstance(res, BaseException)]
+        if failed:
+            self.engine.audit_outbox[:0] = failed
+            raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
 
 
 CLOCK_SERVICE = web.AppKey("clock_service", ClockService)
