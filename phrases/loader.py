@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,24 @@ class LibraryError(ValueError):
         super().__init__(f"invalid phrase library {source}: {len(problems)} problem(s)\n{lines}")
 
 
+_NAMED = re.compile(r"^(?:Value error, )?(rule|template) '([^']+)': ")
+
+
+def _split(loc: str, msg: str) -> list[dict[str, str]]:
+    """One problem per clause of a cross-entry message, located at the entry it names."""
+    out = []
+    for part in msg.removeprefix("Value error, ").split("; "):
+        m = _NAMED.match(part)
+        where = f"{m.group(1)}s[{m.group(2)}]" if m and not loc else loc
+        out.append({"loc": where or "library", "msg": part})
+    return out
+
+
 def _problems(err: ValidationError, prefix: str) -> list[dict[str, str]]:
     out = []
     for e in err.errors():
         loc = ".".join(str(part) for part in e["loc"])
-        out.append({"loc": f"{prefix}{'.' if prefix and loc else ''}{loc}", "msg": e["msg"]})
+        out += _split(f"{prefix}{'.' if prefix and loc else ''}{loc}", e["msg"])
     return out
 
 
@@ -98,7 +112,7 @@ def _load_folder(folder: Path) -> Library:
             where = ".".join(str(p) for p in loc)
             if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
                 where = ".".join([origin.get(loc[1], f"rules.{loc[1]}"), *map(str, loc[2:])])
-            out.append({"loc": where, "msg": e["msg"]})
+            out += _split(where, e["msg"])
         raise LibraryError(str(folder), out) from None
 
 
