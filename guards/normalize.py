@@ -29,6 +29,9 @@ HOLE = "\x00"
 # not one: agents put it between characters (不.知.道) far more often than they end a Chinese
 # sentence with it.
 BOUNDARIES = frozenset(",!?;:。、…\n")
+# Traditional characters that are also valid simplified ones, so OpenCC leaves them alone one
+# character at a time; folding them everywhere is harmless because phrases are folded alike.
+_AMBIGUOUS_T2S = {"覆": "复", "乾": "干", "著": "着", "瞭": "了", "夥": "伙", "藉": "借", "餘": "余", "甚": "什"}
 _PUNCT_CANON = {
     "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、",
     "\r": "\n", "\u2028": "\n", "\u2029": "\n",
@@ -73,6 +76,8 @@ def _fold_char(ch: str) -> str:
     low = nf.lower()
     if len(low) != 1:
         low = nf
+    if low in _AMBIGUOUS_T2S:
+        return _AMBIGUOUS_T2S[low]
     simp = _T2S.convert(low)
     return simp if len(simp) == 1 else low
 
@@ -115,9 +120,17 @@ def fold(text: str) -> str:
     return _CHANGING.sub(_fold_match, text)
 
 
+_B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"
+_NB = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
+# Punctuation between characters that stand alone (不,知,道 / 不。知。道) is a separator, not a
+# clause boundary: a clause of one character says nothing on its own.
+_LONE_SEP = re.compile(f"(?:(?<=^{_NB})|(?<={_B}{_NB})){_B}(?={_NB}(?:{_B}|$))")
+
+
 def _squeeze(folded: str) -> str:
     if HOLE in folded:
         folded = folded.replace(HOLE, "")
+    folded = _LONE_SEP.sub("", folded)
     return _REPEAT.sub(r"\1", folded)
 
 
@@ -138,12 +151,17 @@ class Normalized:
     _ends: list[int] | None = field(default=None, repr=False)
 
     def _build_map(self) -> None:
+        # The same steps as _squeeze, keeping each character's original index.
+        kept = [i for i, ch in enumerate(self.folded) if ch != HOLE]
+        unholed = "".join(self.folded[i] for i in kept)
+        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)}
         starts: list[int] = []
         ends: list[int] = []
         prev = None
-        for i, ch in enumerate(self.folded):
-            if ch == HOLE:
+        for j, i in enumerate(kept):
+            if j in dropped:
                 continue
+            ch = self.folded[i]
             if ch == prev:
                 # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
                 ends[-1] = i + 1

@@ -21,6 +21,8 @@ import phrases
         pytest.param("不\u200b知\u200d道", "fp-dont-know", (0, 5), id="zero-width"),
         pytest.param("不\ufeff知道", "fp-dont-know", (0, 4), id="bom"),
         pytest.param("我不知到", "fp-dont-know", (0, 4), id="homophone-char"),
+        pytest.param("不，知，道", "fp-dont-know", (0, 5), id="commas-between-single-chars"),
+        pytest.param("請您查看之前的答覆", "imp-said-before", (0, 9), id="traditional-ambiguous-char"),
         pytest.param("bu zhi dao", "fp-dont-know", (0, 10), id="typed-pinyin"),
         pytest.param("ＢＵＺＨＩＤＡＯ", "fp-dont-know", (0, 8), id="full-width-pinyin"),
         pytest.param("布吉岛啊", "fp-dont-know", (0, 3), id="dialect-variant"),
@@ -54,6 +56,7 @@ def test_hits_report_original_offsets(mini, text, rule, span):
         pytest.param("您好,很高兴为您服务。", id="clean"),
         pytest.param("我跟您确认一下,这个没关系的,可以换货。", id="pattern-across-clauses"),
         pytest.param("请稍等,我帮您查一下。", id="short-wait"),
+        pytest.param("是,不是这个颜色。", id="comma-between-words-stays-boundary"),
         pytest.param("mailbuzhidaox@example.com 是测试地址。", id="pinyin-inside-word"),
     ],
 )
