@@ -40,6 +40,9 @@ class AssistError(Exception):
         self.details = details if details is not None else []
         if code is not None:
             self.code = code
+        # Set when the handler already wrote the decision to the audit (a blocked reply), so the
+        # middleware does not add a second "refused" record for the same thing.
+        self.audited = False
 
     def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message, self.details)

@@ -1,0 +1,5 @@
+"""`python -m assist` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Conversation state: who is assigned, whether the first reply and the closing went out, history.
+
+Inbound platform events (customer message, opened, assigned, closed, transferred) come here
+through `ConversationService.ingest`, are stored in state.db, audited, then published on the
+EventBus for the reminder clock. The guard reads its history from here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from .audit import AuditEvent, AuditWriter
+from .errors import ConversationNotFound
+from .events import ConversationEvent, EventBus
+from .state_sql import StateDB
+
+__all__ = ["Conversation", "ConversationService", "InboundEvent", "upsert_conversation"]
+
+log = structlog.get_logger("assist.conversations")
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """An event an adapter read from a platform, with what the adapter needs to reply later."""
+
+    event: ConversationEvent
+    source: str
+    platform_ref: dict[str, Any] = field(default_factory=dict)
+    # An agent message typed on the platform itself: already sent, so it can only be checked.
+    post_hoc: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation's state row."""
+
+    tenant: str
+    id: str
+    status: str
+    agent_id: str | None
+    platform_ref: dict[str, Any]
+    greeted: bool
+    closing_sent: bool
+    customer_messages: int
+    agent_messages: int
+    last_customer_at: float | None
+    last_agent_at: float | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Conversation:
+        return cls(
+            row["tenant"], row["id"], row["status"], row["agent_id"], json.loads(row["platform_ref"]),
+            bool(row["greeted"]), bool(row["closing_sent"]), row["customer_messages"], row["agent_messages"],
+            row["last_customer_at"], row["last_agent_at"], row["created_at"],
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.id, "tenant": self.tenant, "status": self.status,
+            "agent_id": self.agent_id, "greeted": self.greeted, "closing_sent": self.closing_sent,
+            "customer_messages": self.customer_messages, "agent_messages": self.agent_messages,
+            "last_customer_at": self.last_customer_at, "last_agent_at": self.last_agent_at,
+            "created_at": self.created_at,
+        }
+
+
+def upsert_conversation(conn: sqlite3.Connection, tenant: str, cid: str, ref: dict[str, Any], now: float) -> None:
+    """Create the conversation row if it is new; merge what the platform told us about it."""
+    row = conn.execute("SELECT platform_ref FROM conversations WHERE tenant = ? AND id = ?", (tenant, cid)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO conversations (tenant, id, platform_ref, created_at, updated_at) VALUES (?,?,?,?,?)",
+            (tenant, cid, json.dumps(ref), now, now),
+        )
+    elif ref:
+        merged = {**json.loads(row["platform_ref"]), **ref}
+        conn.execute("UPDATE conversations SET platform_ref = ? WHERE tenant = ? AND id = ?",
+                     (json.dumps(merged), tenant, cid))
+
+
+def _apply(conn: sqlite3.Connection, inbound: InboundEvent) -> None:
+    ev = inbound.event
+    upsert_conversation(conn, ev.tenant, ev.conversation_id, inbound.platform_ref, ev.at)
+    key = (ev.tenant, ev.conversation_id)
+    if ev.kind == "customer_message":
+        conn.execute("INSERT INTO messages (tenant, conversation_id, role, text, at, message_id) VALUES (?,?,?,?,?,?)",
+                     (*key, "customer", ev.text or "", ev.at, ev.message_id))
+        conn.execute("UPDATE conversations SET customer_messages = customer_messages + 1, last_customer_at = ?,"
+                     " status = CASE status WHEN 'closed' THEN 'open' ELSE status END, updated_at = ?"
+                     " WHERE tenant = ? AND id = ?", (ev.at, ev.at, *key))
+    elif ev.kind == "agent_message":
+        # Typed on the platform: it is the agent's first reply if none went out before.
+        conn.execute("INSERT INTO messages (tenant, conversation_id, role, text, at, message_id) VALUES (?,?,?,?,?,?)",
+                     (*key, "agent", ev.text or "", ev.at, ev.message_id))
+        conn.execute("UPDATE conversations SET agent_messages = agent_messages + 1, last_agent_at = ?, greeted = 1,"
+                     " agent_id = COALESCE(?, agent_id), updated_at = ? WHERE tenant = ? AND id = ?",
+                     (ev.at, ev.agent_id, ev.at, *key))
+    elif ev.kind == "opened":
+        conn.execute("UPDATE conversations SET status = 'open', agent_id = COALESCE(?, agent_id), updated_at = ?"
+                     " WHERE tenant = ? AND id = ?", (ev.agent_id, ev.at, *key))
+    elif ev.kind == "closed":
+        conn.execute("UPDATE conversations SET status = 'closed', updated_at = ? WHERE tenant = ? AND id = ?",
+                     (ev.at, *key))
+    elif ev.kind in ("assigned", "transferred"):
+        conn.execute("UPDATE conversations SET agent_id = ?, updated_at = ? WHERE tenant = ? AND id = ?",
+                     (ev.agent_id, ev.at, *key))
+
+
+PostHocCheck = Callable[[InboundEvent], Awaitable[None]]
+
+
+class ConversationService:
+    """Reads and updates conversation state; the one place inbound events enter the service."""
+
+    def __init__(self, db: StateDB, *, audit: AuditWriter, bus: EventBus, history_messages: int) -> None:
+        self.db = db
+        self._audit = audit
+        self._bus = bus
+        self._history = history_messages
+        self.post_hoc_check: PostHocCheck | None = None
+
+    async def get(self, tenant: str, cid: str) -> Conversation:
+        """The conversation, or ConversationNotFound."""
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT * FROM conversations WHERE tenant = ? AND id = ?", (tenant, cid)).fetchone())
+        if row is None:
+            raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
+                                       details=[{"conversation_id": cid, "tenant": tenant}])
+        return Conversation.from_row(row)
+
+    async def history(self, tenant: str, cid: str) -> list[dict[str, str]]:
+        """The last messages, oldest first, in the shape the guard takes."""
+        limit = self._history
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT role, text FROM messages WHERE tenant = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
+            (tenant, cid, limit)).fetchall())
+        return [{"role": r["role"], "text": r["text"]} for r in reversed(rows)]
+
+    async def deliveries(self, tenant: str, cid: str) -> list[dict[str, Any]]:
+        """Every outbox row of the conversation: what was sent and where it stands."""
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT id, kind, text, status, attempts, last_error, platform_message_id, created_at, delivered_at"
+            " FROM outbox WHERE tenant = ? AND conversation_id = ? ORDER BY id", (tenant, cid)).fetchall())
+        return [dict(r) for r in rows]
+
+    async def ingest(self, inbound: InboundEvent, *, actor: str | None) -> None:
+        """Store, audit and publish one inbound event (and check a post-hoc agent message)."""
+        ev = inbound.event
+        if inbound.post_hoc and ev.kind == "agent_message" and self.post_hoc_check is not None:
+            # Checked against the history before this message, as if it had been a draft.
+            await self.post_hoc_check(inbound)
+        await self.db.run(_apply, inbound)
+        if ev.kind == "customer_message":
+            record = AuditEvent(tenant=ev.tenant, kind="customer_message", actor=actor,
+                                conversation_id=ev.conversation_id, original_text=ev.text, at=ev.at,
+                                details={"source": inbound.source, "message_id": ev.message_id})
+        else:
+            record = AuditEvent(tenant=ev.tenant, kind="conversation_event", actor=actor,
+                                conversation_id=ev.conversation_id, action=ev.kind, at=ev.at,
+                                final_text=ev.text if ev.kind == "agent_message" else None,
+                                details={"source": inbound.source, "agent_id": ev.agent_id,
+                                         "message_id": ev.message_id, "post_hoc": inbound.post_hoc,
+                                         **inbound.details})
+        await self._audit.append(record)
+        log.info("event.received", kind=ev.kind, source=inbound.source, conversation_id=ev.conversation_id,
+                 tenant=ev.tenant, text_len=len(ev.text or ""))
+        await self._bus.publish(ev)
