@@ -16,14 +16,16 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import WSMsgType, web
 
+from .api_keys import CLOCK, EVENT_BUS, SETTINGS
+from .audit import AUDIT_WRITER
 from .auth import require_role
 from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
 from .errors import BadRequest
-from .events import ConversationEvent, EventBus
+from .events import ConversationEvent
 from .reminders import AuditNote, ReminderEngine, TenantRules
 
-__all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_context", "setup_console_routes"]
+__all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_ctx", "setup_console_routes", "tenant_rules_from"]
 
 log = structlog.get_logger(__name__)
 
@@ -201,24 +203,22 @@ def tenant_rules_from(settings: Any) -> Callable[[str], TenantRules]:
     return rules_for
 
 
-def clock_context(*, settings: Any, bus: EventBus, clock: Clock | None = None,
-                  audit: Callable[[web.Application], AuditSink | None] | None = None
-                  ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx that runs the clock for the app's lifetime and subscribes it to `bus`."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        service = ClockService(clock=clock or RealClock(), rules_for=tenant_rules_from(settings),
-                               store=ClockStore(settings.state_db), audit=audit(app) if audit else None)
-        await service.start()
-        app[CLOCK_SERVICE] = service
-        bus.subscribe(service.handle)
-        try:
-            yield
-        finally:
-            bus.unsubscribe(service.handle)
-            await service.stop()
-
-    return ctx
+async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx for create_app, after the audit context: runs the clock and subscribes it."""
+    app_clock = app[CLOCK]
+    # The app's clock may be a plain now()-only clock; the scheduler then waits on the real one.
+    clock = app_clock if hasattr(app_clock, "sleep_until") else RealClock()
+    settings = app[SETTINGS]
+    service = ClockService(clock=clock, rules_for=tenant_rules_from(settings),
+                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_WRITER))
+    await service.start()
+    app[CLOCK_SERVICE] = service
+    app[EVENT_BUS].subscribe(service.handle)
+    try:
+        yield
+    finally:
+        app[EVENT_BUS].unsubscribe(service.handle)
+        await service.stop()
 
 
 def _agent_of(request: web.Request) -> tuple[str, str]:

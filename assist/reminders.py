@@ -160,7 +160,7 @@ class ReminderEngine:
             if st.pending and st.agent == agent_id:
                 for ev in st.pending.values():
                     out.append({**ev, "seconds_left": round(ev["_due"] - now, 1)})
-        out.sort(key=lambda e: e["_due"])
+        out.sort(key=lambda e: (e["_due"], e["type"] != "reminder", e["rule"]))
         return [{k: v for k, v in e.items() if k != "_due"} for e in out]
 
     # ---- events -------------------------------------------------------------------------------
