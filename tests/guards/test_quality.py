@@ -1,0 +1,154 @@
+"""Quality floors of the default guard on the labelled corpus, and the harness that measures them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import guards
+import phrases
+from guards.model import Verdict, Violation
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "tests" / "corpus"
+
+# bench/ is a folder of scripts, not a package: load the harness module from its file.
+_spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+assert _spec and _spec.loader
+quality = importlib.util.module_from_spec(_spec)
+sys.modules["bench_quality"] = quality
+_spec.loader.exec_module(quality)
+
+# Floors from the brief; the corpus is never relabelled to meet them.
+RECALL_FLOOR = {"direct": 0.98, "evasion": 0.95, "paraphrase": 0.80}
+FP_CEILING = {"hard_negative": 0.01, "clean": 0.01}
+MIN_ROWS = {"direct": 180, "evasion": 120, "paraphrase": 100, "hard_negative": 130, "clean": 100}
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, Any]]:
+    return quality.load_corpus(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def result(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return quality.evaluate(guards.Guard(phrases.load_library()), rows)
+
+
+def _listing(items: list[dict[str, Any]], limit: int = 40) -> str:
+    lines = [f"{f['where']} expected={f['expected']} got={f['action']} {f['categories']} {f['text']!r}"
+             for f in items[:limit]]
+    return "\n".join(lines) + (f"\n... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --- the corpus itself -------------------------------------------------------------------------
+
+
+def test_every_corpus_line_parses_with_known_kind_category_and_action(rows: list[dict[str, Any]]) -> None:
+    files = sorted(p.name for p in CORPUS.glob("*.jsonl"))
+    assert files == ["clean.jsonl", "direct.jsonl", "evasion.jsonl", "hard_negative.jsonl", "paraphrase.jsonl"]
+    for path in CORPUS.glob("*.jsonl"):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            row = json.loads(line)  # no blank or broken lines either
+            assert row["kind"] == path.stem, f"{path.name}:{n} has kind {row['kind']}"
+    assert len(rows) == sum(1 for p in CORPUS.glob("*.jsonl") for _ in p.read_text("utf-8").splitlines())
+
+
+def test_corpus_has_the_required_size_and_spread(rows: list[dict[str, Any]]) -> None:
+    per_kind = Counter(r["kind"] for r in rows)
+    for kind, floor in MIN_ROWS.items():
+        assert per_kind[kind] >= floor, f"{kind}: {per_kind[kind]} rows < {floor}"
+    direct = Counter(c for r in rows if r["kind"] == "direct" for c in r["categories"])
+    thin = {c: direct[c] for c in phrases.CATEGORIES if direct[c] < 10}
+    assert not thin, f"direct rows per category below 10: {thin}"
+    keyed = [(r["text"], json.dumps(r.get("history"), ensure_ascii=False)) for r in rows]
+    assert len(keyed) == len(set(keyed)), "duplicate rows"
+
+
+def test_zero_width_characters_are_written_as_escapes() -> None:
+    raw = (CORPUS / "evasion.jsonl").read_text(encoding="utf-8")
+    assert "\\u200b" in raw and "\\u200d" in raw and "\\ufeff" in raw
+    assert not any(ch in raw for ch in "\u200b\u200c\u200d\ufeff")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        pytest.param('{"text": "x", "kind": "direct", "categories": ["rudeness"], "action": "block", "note": ""}',
+                     "categories", id="unknown-category"),
+        pytest.param('{"text": "x", "kind": "weird", "categories": [], "action": "pass", "note": ""}',
+                     "unknown kind", id="unknown-kind"),
+        pytest.param('{"text": "x", "kind": "clean", "categories": ["contempt"], "action": "pass", "note": ""}',
+                     "no categories", id="negative-with-category"),
+        pytest.param('{"text": "x", "kind": "direct", "categories": ["contempt"], "action": "pass", "note": ""}',
+                     "needs categories", id="positive-passing"),
+        pytest.param('{"text": "x", "kind": "clean", "categories": [], "action": "pass", "note": "",'
+                     ' "history": [{"role": "bot", "text": "hi"}]}', "history", id="bad-history-role"),
+        pytest.param('{"text": "x", "kind": "clean"', "not JSON", id="broken-json"),
+    ],
+)
+def test_load_corpus_rejects_a_bad_line_naming_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    good = '{"text": "好的。", "kind": "clean", "categories": [], "action": "pass", "note": ""}'
+    (tmp_path / "mixed.jsonl").write_text(good + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(quality.CorpusError, match=rf"mixed\.jsonl:2: .*{message}"):
+        quality.load_corpus(tmp_path)
+
+
+# --- the scoring arithmetic, on real Verdict values --------------------------------------------
+
+
+def _verdict(action: str, *categories: str) -> Verdict:
+    return Verdict(action=action, violations=tuple(
+        Violation(rule_id=f"r-{c}", category=c, severity="fatal", action=action, matched="x", start=0, end=1,
+                  reason="test") for c in categories))
+
+
+def test_score_counts_recall_precision_and_false_positives() -> None:
+    def r(kind: str, cats: list[str], line: int) -> dict[str, Any]:
+        return {"text": "t", "kind": kind, "categories": cats, "action": "block" if cats else "pass",
+                "note": "", "file": "f.jsonl", "line": line}
+
+    rows = [r("direct", ["contempt"], 1), r("direct", ["contempt", "rhetorical_question"], 2),
+            r("direct", ["refusal"], 3), r("evasion", ["contempt"], 4),
+            r("clean", [], 5), r("clean", [], 6), r("hard_negative", [], 7)]
+    verdicts = [_verdict("block", "contempt"), _verdict("block", "rhetorical_question"),
+                _verdict("block", "contempt"),  # wrong category: a miss and a false contempt report
+                _verdict("pass", "contempt"),  # a pass verdict never counts as caught
+                _verdict("rewrite", "forbidden_phrase"), _verdict("warn", "repetition"), _verdict("pass")]
+    out = quality.score(rows, verdicts)
+    assert out["kinds"]["direct"] == {"rows": 3, "caught": 2, "recall": 2 / 3}
+    assert out["kinds"]["evasion"]["recall"] == 0
+    assert out["kinds"]["clean"] == {"rows": 2, "fp": 1, "fp_rate": 0.5, "warn": 1, "warn_rate": 0.5}
+    assert out["kinds"]["hard_negative"]["fp"] == 0
+    contempt = out["categories"]["contempt"]
+    assert (contempt["expected"], contempt["caught"], contempt["reported"], contempt["correct"]) == (3, 1, 2, 1)
+    assert out["categories"]["rhetorical_question"]["precision"] == 1.0
+    assert out["categories"]["refusal"]["recall"] == 0
+    assert out["categories"]["wait_time"]["recall"] is None
+    assert [m["where"] for m in out["misses"]] == ["f.jsonl:3", "f.jsonl:4"]
+    assert [m["where"] for m in out["false_positives"]] == ["f.jsonl:5"]
+    assert out["action_agreement"] == 1.0
+    assert "MISSES (2)" in quality.render(out, misses=True)
+
+
+# --- the floors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(RECALL_FLOOR))
+def test_recall_meets_the_floor(result: dict[str, Any], kind: str) -> None:
+    got = result["kinds"][kind]["recall"]
+    misses = [m for m in result["misses"] if m["kind"] == kind]
+    assert got >= RECALL_FLOOR[kind], f"{kind} recall {got:.3f} < {RECALL_FLOOR[kind]}\n{_listing(misses)}"
+
+
+@pytest.mark.parametrize("kind", sorted(FP_CEILING))
+def test_false_positive_rate_stays_under_the_ceiling(result: dict[str, Any], kind: str) -> None:
+    got = result["kinds"][kind]["fp_rate"]
+    fps = [f for f in result["false_positives"] if f["kind"] == kind]
+    assert got <= FP_CEILING[kind], f"{kind} rewrite/block rate {got:.3f} > {FP_CEILING[kind]}\n{_listing(fps)}"
