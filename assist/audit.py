@@ -40,6 +40,7 @@ __all__ = [
     "AuditWriter",
     "canonical_content",
     "checkpoint_mac",
+    "setup_audit_routes",
 ]
 
 GENESIS = bytes(32)  # prev_hash of a tenant's first record
@@ -202,6 +203,11 @@ class AuditStore:
                 return
             q = q.replace(cursor=page.next_cursor)
 
+    def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]):
+        """Unmasked records of `kinds` in [since, until), oldest first; for reports, never for display."""
+        for row in self.backend.between(tenant, since, until, kinds):
+            yield AuditRecord.from_row(row, keep_original=True)
+
     def verify(self, tenant: str | None = None, *, key: bytes | None = None):
         """Walk the chain(s) and return a VerifyReport naming the first bad record per tenant."""
         from .audit_verify import verify_store
@@ -283,6 +289,13 @@ def _settle(futures: list[asyncio.Future[int]], results: list[Any]) -> None:
             fut.set_exception(res)
         else:
             fut.set_result(res)
+
+
+def setup_audit_routes(app: web.Application) -> None:
+    """Register GET /v1/audit, /v1/audit/export, /v1/audit/verify and /v1/reports/agents on `app`."""
+    from .audit_api import setup_audit_routes as setup  # imported late: the routes import this module
+
+    setup(app)
 
 
 AUDIT_STORE: web.AppKey[AuditStore] = web.AppKey("audit_store", AuditStore)

@@ -200,6 +200,19 @@ class SqliteAuditBackend:
         ).fetchone()
         return row[0] if row else None
 
+    def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """A tenant's records of `kinds` with since <= at < until, oldest first (for reports)."""
+        marks = ",".join("?" * len(kinds))
+        cur = connect(self.path, readonly=True)
+        try:
+            rows = cur.execute(
+                f"SELECT {_COLS} FROM audit WHERE tenant = ? AND kind IN ({marks}) AND at >= ? AND at < ?"
+                " ORDER BY at, id", (tenant, *kinds, since, until))
+            while batch := rows.fetchmany(2000):
+                yield from batch
+        finally:
+            cur.close()
+
     def page(self, where: dict[str, Any], *, after: tuple[float, int] | None, limit: int) -> list[tuple[Any, ...]]:
         """Records matching `where`, newest first, strictly after the keyset `after` (at, id)."""
         sql, params = _page_sql(where, after, limit)
