@@ -193,6 +193,10 @@ class AuditStore:
         cursor = encode_cursor(rows[-1][3], rows[-1][0]) if more and rows else None
         return AuditPage(records=records, next_cursor=cursor)
 
+    def count(self, q: AuditQuery) -> int:
+        """How many records match `q` (ignoring its cursor and limit)."""
+        return self.backend.count(q.where())
+
     def iter_query(self, q: AuditQuery, *, keep_original: bool = False, page_size: int = 500):
         """Every record matching `q`, page by page (keyset), never all in memory."""
         q = q.replace(limit=page_size)

@@ -108,6 +108,13 @@ class AuditQuery:
     def from_params(cls, params: Mapping[str, str], *, tz: str = "UTC") -> AuditQuery:
         """Build a query from string parameters (HTTP query string, CLI options)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        params = dict(params)
+        if params.get("agent"):
+            # The service records agents as Principal.actor, "agent:<id>"; auditors know the id.
+            if params.get("actor"):
+                raise QueryError("agent", "give either 'agent' or 'actor', not both")
+            params["actor"] = f"agent:{params['agent']}"
+        params.pop("agent", None)
         unknown = sorted(set(params) - names - {"format", "keep_original"})
         if unknown:
             raise QueryError(unknown[0], f"unknown filter; use one of {', '.join(sorted(names))}")

@@ -218,6 +218,11 @@ class SqliteAuditBackend:
         sql, params = _page_sql(where, after, limit)
         return self._reader().execute(sql, params).fetchall()
 
+    def count(self, where: dict[str, Any]) -> int:
+        """How many records match `where` (for progress bars)."""
+        sql, params = _page_sql(where, None, -1)
+        return self._reader().execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+
     def explain(self, where: dict[str, Any], *, after: tuple[float, int] | None, limit: int) -> list[str]:
         sql, params = _page_sql(where, after, limit)
         return [r[-1] for r in self._reader().execute("EXPLAIN QUERY PLAN " + sql, params)]

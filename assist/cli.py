@@ -138,5 +138,10 @@ def token_create(role: str, agent_id: str | None, tenant: str, ttl_hours: float 
     click.echo(tok)
 
 
+from .cli_audit import audit as _audit, report as _report  # noqa: E402  (registered after main exists)
+
+main.add_command(_audit)
+main.add_command(_report)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
