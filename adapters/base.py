@@ -1,37 +1,101 @@
-"""What every platform adapter shares: the delivery protocol, webhook signatures, dedupe, HTTP errors.
+"""What every platform adapter shares: platform events, outbound messages, delivery errors, signatures.
 
-An adapter module exposes `setup(app, settings)`: it registers its inbound routes, and in a
-cleanup_ctx puts its deliverer (assist.outbox.Deliverer: `deliver`, `find_delivered`) under
-app[DELIVERER]. Adapters hold no rules and never import guards.
+Adapters translate and deliver; they import nothing from assist (the service imports them). A
+platform's webhook body becomes `PlatformEvent`s (assist adds the tenant and stores them); an
+accepted reply reaches the platform through an adapter's `deliver`, and after an uncertain try
+(timeout, 5xx, crash mid-request) `find_delivered` asks the platform whether it already has it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import aiohttp
-import structlog
-from aiohttp import web
-
-from assist.api_keys import CLOCK, CONVERSATIONS, METRICS, STATE_DB
-from assist.auth import require_role
-from assist.conversations import InboundEvent
-from assist.errors import SignatureInvalid
-from assist.outbox import DeliveryError, DeliveryReceipt, OutboundMessage
 
 __all__ = [
-    "Adapter", "classify_status", "client_session_ctx", "ingest", "platform_principal", "seen_before", "sign",
-    "verify_signature",
+    "Adapter", "DeliveryError", "DeliveryReceipt", "OutboundMessage", "PayloadError", "PlatformEvent",
+    "SignatureError", "classify_status", "sign", "transport_error", "verify_signature",
 ]
 
-log = structlog.get_logger("adapters")
+EventKind = Literal["customer_message", "agent_message", "opened", "assigned", "closed", "transferred"]
+
+
+@dataclass(frozen=True)
+class PlatformEvent:
+    """One thing a platform told us, in our terms (no tenant: the service knows whose webhook it was)."""
+
+    kind: EventKind
+    conversation_id: str
+    agent_id: str | None = None
+    text: str | None = None
+    at: float | None = None
+    message_id: str | None = None
+    platform_ref: dict[str, Any] = field(default_factory=dict)
+    # An agent message typed on the platform itself: already sent, so it can only be checked.
+    post_hoc: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One message to put on the platform; `id` (the outbox row) doubles as the idempotency key."""
+
+    id: int
+    tenant: str
+    conversation_id: str
+    kind: str
+    text: str
+    platform_ref: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"assist-outbox-{self.id}"
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """What the platform answered for a delivered message."""
+
+    platform_message_id: str | None = None
+
+
+class DeliveryError(Exception):
+    """A failed delivery; `retryable` for timeouts, 5xx, 429; `reached` if the platform may have it."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None,
+        reached: bool = False, retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.reached = reached
+        self.retry_after_s = retry_after_s
+
+
+class PayloadError(ValueError):
+    """A platform payload that cannot be read as an event; `loc` names the field."""
+
+    def __init__(self, message: str, *, loc: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.details = details or [{"loc": loc, "message": message}]
+
+
+class SignatureError(ValueError):
+    """A webhook signature that does not verify; `code` says why (missing, expired, invalid)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Adapter(Protocol):
-    """A platform: deliver replies to it; its module's setup() wires inbound routes."""
+    """The delivery half of a platform."""
 
     name: str
 
@@ -49,69 +113,28 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify_signature(
     *, secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float, window_s: int
 ) -> None:
-    """Raise SignatureInvalid unless the signature verifies and the timestamp is within the window."""
+    """Raise SignatureError unless the signature verifies and the timestamp is within the window."""
     if not timestamp or not signature:
-        raise SignatureInvalid("missing signature or timestamp header", code="signature_missing")
+        raise SignatureError("missing signature or timestamp header", code="signature_missing")
     try:
         ts = int(timestamp)
     except ValueError:
-        raise SignatureInvalid("the timestamp header is not Unix seconds", code="signature_invalid") from None
+        raise SignatureError("the timestamp header is not Unix seconds", code="signature_invalid") from None
     if abs(now - ts) > window_s:
-        raise SignatureInvalid(f"the timestamp is more than {window_s} s from now (replay or clock skew)",
-                               code="signature_expired", details=[{"timestamp": ts, "window_s": window_s}])
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
-        raise SignatureInvalid("the signature does not match the body", code="signature_invalid")
-
-
-def check_signature(
-    request: web.Request, *, mode: str, secret: str, timestamp: str | None, signature: str | None,
-    body: bytes, window_s: int, source: str,
-) -> bool:
-    """Apply enforce / log_only / off; return whether the signature verified."""
-    if mode == "off":
-        return False
+        raise SignatureError(f"the timestamp is more than {window_s} s from now (replay or clock skew)",
+                             code="signature_expired")
     try:
-        verify_signature(secret=secret, timestamp=timestamp, signature=signature, body=body,
-                         now=request.app[CLOCK].now(), window_s=window_s)
-        return True
-    except SignatureInvalid as err:
-        if mode == "enforce":
-            raise
-        log.warning("webhook.signature_failed", source=source, code=err.code, mode=mode)
-        return False
-
-
-def platform_principal(request: web.Request) -> Any:
-    """The caller of a webhook route: a platform (or admin) token; its tenant owns the events."""
-    return require_role(request, "platform")
-
-
-async def seen_before(request: web.Request, source: str, delivery_id: str) -> bool:
-    """Record an inbound delivery id; True if it was recorded before (a platform retry)."""
-    now = request.app[CLOCK].now()
-
-    def mark(conn: Any) -> bool:
-        cur = conn.execute("INSERT OR IGNORE INTO inbound_seen (source, delivery_id, at) VALUES (?,?,?)",
-                           (source, delivery_id, now))
-        return cur.rowcount == 0
-
-    return await request.app[STATE_DB].run(mark)
-
-
-async def ingest(request: web.Request, events: list[InboundEvent], *, actor: str) -> None:
-    """Hand parsed events to the conversation service, in order."""
-    service = request.app[CONVERSATIONS]
-    for inbound in events:
-        request.app[METRICS].inbound.labels(inbound.source, inbound.event.kind).inc()
-        await service.ingest(inbound, actor=actor)
+        expected = sign(secret, timestamp, body)
+    except UnicodeEncodeError:
+        raise SignatureError("the timestamp header is not ASCII", code="signature_invalid") from None
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
+        raise SignatureError("the signature does not match the body", code="signature_invalid")
 
 
 def classify_status(status: int, *, retry_after: str | None, text: str) -> DeliveryError:
     """A platform's non-2xx answer as a DeliveryError: 429/5xx retry, other 4xx are final."""
     if status == 429:
-        delay = None
-        if retry_after and retry_after.strip().isdigit():
-            delay = float(retry_after.strip())
+        delay = float(retry_after.strip()) if retry_after and retry_after.strip().isdigit() else None
         return DeliveryError(f"platform throttled (429): {text[:200]}", retryable=True, status=status,
                              retry_after_s=delay)
     if status >= 500:
@@ -120,18 +143,9 @@ def classify_status(status: int, *, retry_after: str | None, text: str) -> Deliv
     return DeliveryError(f"platform refused ({status}): {text[:200]}", retryable=False, status=status)
 
 
-def transport_error(err: Exception) -> DeliveryError:
+def transport_error(err: BaseException) -> DeliveryError:
     """A timeout or connection failure as a retryable DeliveryError."""
     if isinstance(err, aiohttp.ClientConnectorError):
         # Never connected: the platform cannot have the message.
         return DeliveryError(f"cannot connect: {err}", retryable=True, reached=False)
     return DeliveryError(f"{type(err).__name__}: {err}", retryable=True, reached=True)
-
-
-async def client_session_ctx(app: web.Application, timeout_s: float) -> AsyncIterator[aiohttp.ClientSession]:
-    """One ClientSession for an adapter's lifetime."""
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
-    try:
-        yield session
-    finally:
-        await session.close()

@@ -11,25 +11,15 @@ One Chatwoot account per tenant: the webhook's platform token names the tenant.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from assist.api import json_response, parse_json_object, read_body, tenant_policy
-from assist.api_keys import CLOCK, DELIVERER, SETTINGS
-from assist.config import Settings
-from assist.conversations import InboundEvent
-from assist.errors import InvalidPayload
-from assist.events import ConversationEvent
-from assist.outbox import DeliveryError, DeliveryReceipt, OutboundMessage
+from .base import DeliveryError, DeliveryReceipt, OutboundMessage, PayloadError, PlatformEvent
+from .base import classify_status, transport_error
 
-from .base import check_signature, classify_status, client_session_ctx, ingest, platform_principal, seen_before
-from .base import transport_error
-
-__all__ = ["ChatwootDeliverer", "parse_webhook", "setup"]
+__all__ = ["MARKER", "ChatwootDeliverer", "delivery_key", "parse_webhook"]
 
 SOURCE = "chatwoot"
 MARKER = "assist_outbox_id"
@@ -55,7 +45,7 @@ def _parse_time(value: Any, fallback: float) -> float:
 
 def _id(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
-        raise InvalidPayload(f"'{where}' must be a conversation id (integer or string)", details=[{"loc": where}])
+        raise PayloadError(f"'{where}' must be a conversation id (integer or string)", loc=where)
     return str(value)
 
 
@@ -68,23 +58,23 @@ def _assignee(conv: dict[str, Any]) -> str | None:
     return str(assignee["id"]) if assignee.get("id") is not None else None
 
 
-def parse_webhook(payload: dict[str, Any], *, tenant: str, now: float) -> tuple[list[InboundEvent], str | None]:
+def parse_webhook(payload: dict[str, Any], *, now: float) -> tuple[list[PlatformEvent], str | None]:
     """Turn one Chatwoot webhook body into our events; the second value says why it was ignored."""
     name = payload.get("event")
     if not isinstance(name, str) or not name:
-        raise InvalidPayload("the payload has no 'event' name", details=[{"loc": "event"}])
+        raise PayloadError("the payload has no 'event' name", loc="event")
     if name == "message_created":
-        return _message(payload, tenant=tenant, now=now)
+        return _message(payload, now=now)
     if name in ("conversation_created", "conversation_status_changed", "conversation_updated",
                 "conversation_opened", "conversation_resolved"):
-        return _conversation(name, payload, tenant=tenant, now=now)
+        return _conversation(name, payload, now=now)
     return [], f"event '{name}' is not used"
 
 
-def _message(p: dict[str, Any], *, tenant: str, now: float) -> tuple[list[InboundEvent], str | None]:
+def _message(p: dict[str, Any], *, now: float) -> tuple[list[PlatformEvent], str | None]:
     conv = p.get("conversation")
     if not isinstance(conv, dict):
-        raise InvalidPayload("message_created needs a 'conversation' object", details=[{"loc": "conversation"}])
+        raise PayloadError("message_created needs a 'conversation' object", loc="conversation")
     cid = _id(conv.get("id"), "conversation.id")
     mtype = p.get("message_type")
     mtype = _MESSAGE_TYPES.get(mtype, mtype) if isinstance(mtype, int) else mtype
@@ -96,8 +86,7 @@ def _message(p: dict[str, Any], *, tenant: str, now: float) -> tuple[list[Inboun
     at = _parse_time(p.get("created_at"), now)
     mid = str(p["id"]) if p.get("id") is not None else None
     if mtype == "incoming" and not p.get("private"):
-        ev = ConversationEvent("customer_message", tenant, cid, _assignee(conv), text, at, mid)
-        return [InboundEvent(ev, SOURCE, ref)], None
+        return [PlatformEvent("customer_message", cid, _assignee(conv), text, at, mid, ref)], None
     if mtype != "outgoing":
         return [], f"message_type '{mtype}' is not a chat message"
     if p.get("private"):
@@ -107,11 +96,10 @@ def _message(p: dict[str, Any], *, tenant: str, now: float) -> tuple[list[Inboun
     if sender.get("type") != "user":
         return [], f"outgoing message from '{sender.get('type')}', not an agent"
     agent = str(sender["id"]) if sender.get("id") is not None else None
-    ev = ConversationEvent("agent_message", tenant, cid, agent, text, at, mid)
-    return [InboundEvent(ev, SOURCE, ref, post_hoc=True)], None
+    return [PlatformEvent("agent_message", cid, agent, text, at, mid, ref, post_hoc=True)], None
 
 
-def _conversation(name: str, p: dict[str, Any], *, tenant: str, now: float) -> tuple[list[InboundEvent], str | None]:
+def _conversation(name: str, p: dict[str, Any], *, now: float) -> tuple[list[PlatformEvent], str | None]:
     cid = _id(p.get("id"), "id")
     agent = _assignee(p)
     at = _parse_time(p.get("timestamp") or p.get("updated_at"), now)
@@ -137,32 +125,14 @@ def _conversation(name: str, p: dict[str, Any], *, tenant: str, now: float) -> t
             kind = "transferred"
         else:
             return [], "no assignee or team change"
-    ev = ConversationEvent(kind, tenant, cid, agent, None, at)  # type: ignore[arg-type]
-    return [InboundEvent(ev, SOURCE, ref, details=details)], None
+    return [PlatformEvent(kind, cid, agent, None, at, None, ref, details=details)], None  # type: ignore[arg-type]
 
 
-async def chatwoot_webhook(request: web.Request) -> web.Response:
-    """POST /v1/webhooks/chatwoot: verify the signature, dedupe, then ingest the events."""
-    principal = platform_principal(request)
-    tenant_policy(request, principal.tenant)
-    settings = request.app[SETTINGS]
-    raw = await read_body(request)
-    verified = check_signature(
-        request, mode=settings.chatwoot_signature_mode, secret=settings.chatwoot_webhook_secret.get_secret_value(),
-        timestamp=request.headers.get("X-Chatwoot-Timestamp"), signature=request.headers.get("X-Chatwoot-Signature"),
-        body=raw, window_s=settings.signature_window_s, source=SOURCE)
-    payload = parse_json_object(raw)
-    delivery = request.headers.get("X-Chatwoot-Delivery")
-    if not delivery:  # retries reuse the delivery UUID; without one, the same event+id+body is the same delivery
-        delivery = f"{payload.get('event')}:{payload.get('id')}:{hashlib.sha256(raw).hexdigest()[:16]}"
-    if await seen_before(request, SOURCE, f"{principal.tenant}:{delivery}"):
-        return json_response({"status": "duplicate", "delivery": delivery})
-    events, ignored = parse_webhook(payload, tenant=principal.tenant, now=request.app[CLOCK].now())
-    for inbound in events:
-        inbound.details["signature_verified"] = verified
-    await ingest(request, events, actor=principal.actor)
-    return json_response({"status": "ignored" if ignored else "accepted", "reason": ignored,
-                          "events": [e.event.kind for e in events]})
+def delivery_key(delivery_header: str | None, payload: dict[str, Any], raw: bytes) -> str:
+    """The dedupe key: X-Chatwoot-Delivery (retries reuse it), else event + id + body hash."""
+    if delivery_header:
+        return delivery_header
+    return f"{payload.get('event')}:{payload.get('id')}:{hashlib.sha256(raw).hexdigest()[:16]}"
 
 
 class ChatwootDeliverer:
@@ -213,18 +183,3 @@ class ChatwootDeliverer:
             if str(attrs.get(MARKER)) == str(message.id):
                 return DeliveryReceipt(str(item.get("id")) if item.get("id") is not None else None)
         return None
-
-
-def setup(app: web.Application, settings: Settings) -> None:
-    """Register the Chatwoot webhook route and the REST deliverer."""
-    app.router.add_post("/v1/webhooks/chatwoot", chatwoot_webhook)
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async for session in client_session_ctx(app, settings.delivery_timeout_s):
-            assert settings.chatwoot_base_url and settings.chatwoot_account_id and settings.chatwoot_api_token
-            app[DELIVERER] = ChatwootDeliverer(session, base_url=settings.chatwoot_base_url,
-                                               account_id=settings.chatwoot_account_id,
-                                               token=settings.chatwoot_api_token.get_secret_value())
-            yield
-
-    app.cleanup_ctx.append(ctx)

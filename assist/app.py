@@ -2,28 +2,34 @@
 
 Shared objects live under web.AppKey constants (assist/api_keys.py, re-exported here). The state
 database, the audit writer, the platform adapter and the outbox worker each start and stop in
-one cleanup_ctx, in that order. Platforms are plugins: assist loads `adapters.<platform>` by
-module name, so the import graph keeps flowing adapters -> assist.
+one cleanup_ctx, in that order. The platform (demo, generic webhook, Chatwoot) is chosen by
+settings.platform; adapters translate and deliver, the routes that receive their webhooks live here.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
+from adapters.chatwoot import ChatwootDeliverer
+from adapters.demo import DemoPlatform
+from adapters.webhook import WebhookDeliverer
+
 from .api import json_response, setup_routes
 from .api_check import GuardCache, post_hoc_checker
+from .api_demo import DEMO, setup_demo_routes
+from .api_webhooks import setup_webhook_routes
 from .api_keys import (
     CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
 )
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditStore, AuditWriter, setup_audit_routes
-from .auth import TokenStore, token_from_request
+from .auth import PRINCIPAL, TokenStore, token_from_request
 from .config import Settings
 from .conversations import ConversationService
 from .errors import AssistError, MethodNotAllowed, PayloadTooLarge, RouteNotFound, error_body
@@ -33,13 +39,12 @@ from .outbox import OutboundMessage, Outbox
 from .state_sql import StateDB
 
 __all__ = [
-    "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "METRICS", "OUTBOX", "PLATFORMS",
+    "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "METRICS", "OUTBOX",
     "SETTINGS", "STATE_DB", "TOKENS", "create_app",
 ]
 
 log = structlog.get_logger("assist.app")
 
-PLATFORMS = {"demo": "adapters.demo", "webhook": "adapters.webhook", "chatwoot": "adapters.chatwoot"}
 # Routes a webhook sender calls: Chatwoot cannot set headers, so its token may ride in the query.
 _QUERY_TOKEN_PREFIX = "/v1/webhooks/"
 _PUBLIC = {"/healthz"}
@@ -103,7 +108,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     metrics = request.app[METRICS]
     metrics.requests.labels(route, request.method, str(response.status)).inc()
     metrics.latency.labels(route).observe(elapsed)
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     log.info("request.finished", method=request.method, route=route, status=response.status,
              latency_ms=round(elapsed * 1000, 2), error=error.code if error else None,
              token_id=principal.token_id if principal else None, role=principal.role if principal else None)
@@ -113,7 +118,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 async def _audit_refusal(request: web.Request, error: AssistError, request_id: str) -> None:
     if error.audited or error.status >= 500:
         return
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     try:
         await request.app[AUDIT_WRITER].append(AuditEvent(
             tenant=principal.tenant if principal else "default", kind="refused",
@@ -132,7 +137,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return await handler(request)
     token = token_from_request(request, allow_query=request.path.startswith(_QUERY_TOKEN_PREFIX))
     principal = await request.app[TOKENS].principal(token)
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     structlog.contextvars.bind_contextvars(role=principal.role, agent_id=principal.agent_id)
     return await handler(request)
 
@@ -178,6 +183,28 @@ def _outcome_recorder(app: web.Application) -> Any:
     return record
 
 
+async def _platform_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The deliverer for settings.platform (and the HTTP session it posts with)."""
+    settings = app[SETTINGS]
+    if settings.platform == "demo":
+        platform = DemoPlatform(settings.data_dir / "demo-platform.jsonl", clock=app[CLOCK].now)
+        app[DEMO] = platform
+        app[DELIVERER] = platform
+        yield
+        return
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.delivery_timeout_s))
+    if settings.platform == "chatwoot":
+        assert settings.chatwoot_base_url and settings.chatwoot_account_id and settings.chatwoot_api_token
+        app[DELIVERER] = ChatwootDeliverer(session, base_url=settings.chatwoot_base_url,
+                                           account_id=settings.chatwoot_account_id,
+                                           token=settings.chatwoot_api_token.get_secret_value())
+    else:
+        app[DELIVERER] = WebhookDeliverer(session, url=str(settings.webhook_url),
+                                          secret=settings.webhook_secret.get_secret_value())
+    yield
+    await session.close()
+
+
 async def _outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     outbox = Outbox(app[STATE_DB], app[DELIVERER], clock=app[CLOCK].now,
@@ -204,7 +231,9 @@ def create_app(settings: Settings, *, clock: Any | None = None) -> web.Applicati
         setup_audit_routes(app)
     except ImportError:
         log.warning('audit.routes_missing')
-    importlib.import_module("adapters.webhook").setup_inbound(app)
-    importlib.import_module(PLATFORMS[settings.platform]).setup(app, settings)
+    setup_webhook_routes(app, chatwoot_enabled=settings.platform == "chatwoot")
+    if settings.platform == "demo":
+        setup_demo_routes(app)
+    app.cleanup_ctx.append(_platform_ctx)
     app.cleanup_ctx.append(_outbox_ctx)
     return app

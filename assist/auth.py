@@ -18,7 +18,7 @@ from aiohttp import web
 from .errors import Forbidden, TokenExpired, Unauthorized
 from .state_sql import StateDB
 
-__all__ = ["ROLES", "Principal", "TokenStore", "create_token", "require_role", "token_from_request"]
+__all__ = ["PRINCIPAL", "ROLES", "Principal", "TokenStore", "create_token", "require_role", "token_from_request"]
 
 Role = Literal["agent", "admin", "auditor", "platform"]
 ROLES: tuple[str, ...] = ("agent", "admin", "auditor", "platform")
@@ -39,6 +39,9 @@ class Principal:
     def actor(self) -> str:
         """How the audit names this caller."""
         return f"{self.role}:{self.agent_id}" if self.agent_id else f"{self.role}:{self.token_id}"
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _hash(token: str) -> str:
@@ -109,7 +112,7 @@ class TokenStore:
 
 def require_role(request: web.Request, *roles: str) -> Principal:
     """The request's principal if its role is one of `roles` (admin always passes); else 403."""
-    principal: Principal | None = request.get("principal")
+    principal = request.get(PRINCIPAL)
     if principal is None:
         raise Unauthorized("this endpoint needs a bearer token", code="missing_token")
     if principal.role != "admin" and principal.role not in roles:

@@ -13,10 +13,11 @@ import asyncio
 import json
 import random
 import sqlite3
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 import structlog
+
+from adapters.base import Adapter, DeliveryError, DeliveryReceipt, OutboundMessage
 
 from .state_sql import StateDB
 
@@ -32,54 +33,8 @@ __all__ = [
 log = structlog.get_logger("assist.outbox")
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
-    """One message to put on the platform; `id` doubles as the delivery idempotency key."""
-
-    id: int
-    tenant: str
-    conversation_id: str
-    kind: str
-    text: str
-    platform_ref: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"assist-outbox-{self.id}"
-
-
-@dataclass(frozen=True)
-class DeliveryReceipt:
-    """What the platform answered for a delivered message."""
-
-    platform_message_id: str | None = None
-
-
-class DeliveryError(Exception):
-    """A failed delivery; `retryable` for timeouts, 5xx, 429; `reached` if the platform may have it."""
-
-    def __init__(
-        self, message: str, *, retryable: bool, status: int | None = None,
-        reached: bool = False, retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-        self.reached = reached
-        self.retry_after_s = retry_after_s
-
-
-class Deliverer(Protocol):
-    """The delivery half of a platform adapter."""
-
-    name: str
-
-    async def deliver(self, message: OutboundMessage) -> DeliveryReceipt: ...
-
-    async def find_delivered(self, message: OutboundMessage) -> DeliveryReceipt | None:
-        """After an uncertain try: the receipt if the platform already has this message."""
-        ...
+# The delivery protocol and its values belong to the adapters; the outbox only drives them.
+Deliverer = Adapter
 
 
 def enqueue(
