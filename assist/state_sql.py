@@ -1,7 +1,7 @@
 """SQL for the service's own state in <data_dir>/state.db: tokens, conversations, outbox, idempotency.
 
-One sqlite3 connection, used from one worker thread, so the event loop never blocks on a write and
-writes never interleave. WAL with synchronous=FULL: a commit that returned survives kill -9 and a
+One sqlite3 connection, used from one writer thread that group-commits, so the event loop never
+blocks on a write and writes never interleave. WAL with synchronous=FULL: a commit that returned survives kill -9 and a
 power cut, which is what "accepted means stored" needs. The audit trail lives elsewhere
 (assist/audit*.py, its own file).
 """
@@ -9,8 +9,9 @@ power cut, which is what "accepted means stored" needs. The audit trail lives el
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -93,36 +94,102 @@ CREATE TABLE IF NOT EXISTS inbound_seen (
 
 
 class StateDB:
-    """The state database: one connection, one writer thread, every call a transaction."""
+    """The state database: one connection on one thread, calls group-committed.
 
-    def __init__(self, path: Path) -> None:
+    Each call runs in its own SAVEPOINT, so one failing call rolls back only itself; every call
+    waiting when the thread comes round shares one COMMIT (one fsync). Nobody is answered before
+    the COMMIT that holds their write has returned.
+    """
+
+    def __init__(self, path: Path, *, max_batch: int = 256) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._max_batch = max_batch
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-db")
+        self._lock = threading.Lock()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) in one transaction on the calling thread (CLI, start-up)."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(conn, *args) in one transaction on the state thread; committed when it returns."""
+        """Run fn(conn, *args) on the state thread; its writes are committed when this returns."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="state-db", daemon=True)
+            self._thread.start()
+        fut = loop.create_future()
+        self._q.put((fn, args, fut, loop))
+        return await fut
+
+    def _serve(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._q.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[Any]) -> None:
+        results: list[tuple[Any, bool]] = []
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for fn, args, _, _ in batch:
+                    conn.execute("SAVEPOINT call")
+                    try:
+                        results.append((fn(conn, *args), True))
+                        conn.execute("RELEASE call")
+                    except Exception as err:  # the caller gets its own exception; others go on
+                        conn.execute("ROLLBACK TO call")
+                        conn.execute("RELEASE call")
+                        results.append((err, False))
+                conn.execute("COMMIT")
+            except Exception as err:  # the COMMIT itself failed: nothing in this batch is stored
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                results = [(err, False)] * len(batch)
+        for (_, _, fut, loop), (value, ok) in zip(batch, results):
+            loop.call_soon_threadsafe(_settle, fut, value, ok)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join()
+            self._thread = None
         self._conn.close()
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, ok: bool) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
