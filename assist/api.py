@@ -52,6 +52,8 @@ def parse_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, Any
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise MalformedJSON("the body is not valid JSON", details=[{"error": str(err)}]) from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise MalformedJSON("the body nests too deeply to be a request") from None
     if not isinstance(data, dict):
         raise MalformedJSON(f"the body must be a JSON object, not {type(data).__name__}")
     return data
