@@ -92,9 +92,11 @@ def _apply(conn: sqlite3.Connection, inbound: InboundEvent) -> None:
     if ev.kind == "customer_message":
         conn.execute("INSERT INTO messages (tenant, conversation_id, role, text, at, message_id) VALUES (?,?,?,?,?,?)",
                      (*key, "customer", ev.text or "", ev.at, ev.message_id))
+        # A customer writing again reopens a closed conversation; the platform may name the assignee.
         conn.execute("UPDATE conversations SET customer_messages = customer_messages + 1, last_customer_at = ?,"
-                     " status = CASE status WHEN 'closed' THEN 'open' ELSE status END, updated_at = ?"
-                     " WHERE tenant = ? AND id = ?", (ev.at, ev.at, *key))
+                     " status = CASE status WHEN 'closed' THEN 'open' ELSE status END,"
+                     " agent_id = COALESCE(?, agent_id), updated_at = ? WHERE tenant = ? AND id = ?",
+                     (ev.at, ev.agent_id, ev.at, *key))
     elif ev.kind == "agent_message":
         # Typed on the platform: it is the agent's first reply if none went out before.
         conn.execute("INSERT INTO messages (tenant, conversation_id, role, text, at, message_id) VALUES (?,?,?,?,?,?)",

@@ -148,6 +148,7 @@ class Outbox:
             receipt = await self._deliverer.find_delivered(msg) if uncertain else None
             checked = receipt is not None
             if receipt is None:
+                uncertain = False  # the platform does not have it: this try starts from certainty
                 receipt = await self._deliverer.deliver(msg)
         except DeliveryError as err:
             await self._failed(msg, err, uncertain)

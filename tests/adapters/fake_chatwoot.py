@@ -46,7 +46,7 @@ class FakeChatwoot:
 
     def posted(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
         """Stored messages, optionally of one conversation."""
-        return [m for m in self.messages if conversation_id is None or m["conversation_id"] == conversation_id]
+        return [m for m in self.messages if conversation_id is None or str(m["conversation_id"]) == conversation_id]
 
     async def start(self) -> FakeChatwoot:
         app = web.Application()
