@@ -76,6 +76,9 @@ def _fold_char(ch: str) -> str:
     low = nf.lower()
     if len(low) != 1:
         low = nf
+    if "a" <= unicodedata.normalize("NFD", low)[0] <= "z":
+        # Pinyin typed with tone marks (bù zhī dào) reads as plain letters.
+        low = unicodedata.normalize("NFD", low)[0]
     if low in _AMBIGUOUS_T2S:
         return _AMBIGUOUS_T2S[low]
     simp = _T2S.convert(low)

@@ -21,9 +21,13 @@ __all__ = ["Punctuation"]
 
 # Two or more ! or ? in a row (mixed too: ?!) read as shouting or a challenge.
 _RUN = re.compile(r"[!?]{2,}")
-# 。。。 / …… / ... meaning "speechless": at the end of a clause or on their own, not the
-# hesitation inside a sentence (这个……我帮您查一下), which reads differently.
-_SPEECHLESS = re.compile(r"(?:[。｡]{2,}+|…++|[.．]{3,}+)(?![\w\u3400-\u9fff])")
+# 。。。 is never a sentence end, so it is speechless wherever it stands; …… / ... are speechless
+# where they open or close a clause (……行吧 / 那好吧……), not as the hesitation inside a sentence
+# (这个……我帮您查一下), which reads differently.
+_DOTS = r"(?:…++|[.．]{3,}+)"
+_SPEECHLESS = re.compile(
+    rf"[。｡]{{2,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
+)
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
@@ -59,7 +63,9 @@ class Punctuation:
                 mark = {"?": "？", "!": "！"}[mark]
             out.append(violation(self.rule, draft, m.start(), m.end(), "repeated !/? reads as shouting", replacement=mark))
         for m in _SPEECHLESS.finditer(original):
-            out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement="。"))
+            # Leading dots are dropped; elsewhere one full stop takes their place.
+            fix = "" if m.group("lead") else "。"
+            out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement=fix))
         for m in _SPACE_AS_PUNCT.finditer(original):
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
         body = original.rstrip()

@@ -1,10 +1,13 @@
 """The closing sent again to hurry the customer off (spec 1 `impatience`, seed 002 服务耐心).
 
-A closing is fine once, and again after the customer has gone on talking; a closing while the
-agent's previous closing is still unanswered is the "短时间内连续发送结束承接语" the seed forbids.
+A closing is fine once, and again after the customer has asked something new; a closing while
+the agent's previous one is unanswered, or answered only with an acknowledgement (好的, 我再看看),
+is the "短时间内连续发送结束承接语" the seed forbids.
 """
 
 from __future__ import annotations
+
+import re
 
 from phrases.schema import Library, Rule
 
@@ -14,6 +17,9 @@ from ..normalize import Normalized, fold_phrase
 from .base import violation
 
 __all__ = ["RepeatClosing"]
+
+# What makes a customer message a new question rather than an acknowledgement.
+_QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可不可以|可以.{0,6}吗|是否|还有|想问|请问|问一下|咨询")
 
 
 class RepeatClosing:
@@ -28,9 +34,17 @@ class RepeatClosing:
         hits = [i for i in (text.find(m) for m in self.markers) if i >= 0]
         return min(hits, default=-1)
 
+    def _hurried(self, ctx: Context) -> bool:
+        """True when the agent's last closing has had no new question from the customer since."""
+        for m in reversed(ctx.history):
+            if m.role == "customer" and _QUESTION.search(fold_phrase(m.text)):
+                return False
+            if m.role == "agent" and self._closes(fold_phrase(m.text)) >= 0:
+                return True
+        return False
+
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        pending = [m for m in ctx.since_last_customer() if self._closes(fold_phrase(m.text)) >= 0]
-        if not pending or self._closes(draft.text) < 0:
+        if not ctx.agent_texts or self._closes(draft.text) < 0 or not self._hurried(ctx):
             return []
         start, end = 0, len(draft.original.rstrip())
         return [violation(self.rule, draft, start, end, "closing sent again before the customer answered the last one")]

@@ -113,6 +113,8 @@ def test_repetition_against_agent_history(mini):
         pytest.param("您确定吗？？", "您确定吗？", id="fullwidth-question-run"),
         pytest.param("好吧。。。", "好吧。", id="speechless-dots"),
         pytest.param("那好吧……", "那好吧。", id="speechless-ellipsis"),
+        pytest.param("好的。。。我再帮您问问。", "好的。我再帮您问问。", id="triple-full-stop-mid-sentence"),
+        pytest.param("……行吧,那给您退。", "行吧,那给您退。", id="leading-ellipsis-dropped"),
         pytest.param("好的 我看一下 马上处理", "好的，我看一下，马上处理", id="spaces-as-punctuation"),
         pytest.param("您好您的快递已经到了驿站记得去取哦", "您好您的快递已经到了驿站记得去取哦。", id="no-punctuation"),
     ],
