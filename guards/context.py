@@ -53,7 +53,7 @@ def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
     """
     before = draft.folded[:start]
     depth = sum(before.count(c) for c in _OPEN) - sum(before.count(c) for c in _CLOSE)
-    straight = before.count('"') % 2 == 1
+    straight = before.count('"') % 2 == 1 or before.count("'") % 2 == 1
     if depth <= 0 and not straight:
         return False
     stripped = draft.original.strip()

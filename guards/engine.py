@@ -64,7 +64,7 @@ class Guard:
         self.library = library
         enabled = [r for r in library.rules if r.enabled]
         lexical = [r for r in enabled if r.detector == "lexical"]
-        self._lexical = LexicalRules(lexical)
+        self._lexical = LexicalRules(lexical, library.contexts)
         self._detectors = []
         for rule in enabled:
             if rule.detector == "lexical":

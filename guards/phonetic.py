@@ -75,3 +75,36 @@ def close_enough(found: str, phrase: str) -> bool:
         return False
     differing = sum(1 for a, b in zip(found, phrase) if a != b)
     return differing <= max(1, len(phrase) // 3)
+
+
+def full_pinyin(phrase: str) -> str | None:
+    """Toneless pinyin of an all-Chinese phrase of 2+ characters (不清楚 → buqingchu), else None."""
+    if len(phrase) < 2 or not all("\u4e00" <= c <= "\u9fff" for c in phrase):
+        return None
+    return "".join(lazy_pinyin(phrase, style=Style.NORMAL)).replace("ü", "v")
+
+
+def sound_of(ch: str) -> str | None:
+    """Toneless pinyin of a character's most common reading, or None."""
+    return _sound(ch)
+
+
+def pinyin_view(text: str) -> tuple[str, list[int], list[int]]:
+    """`text` with each Chinese character spelled in pinyin, for drafts that mix the two (不qing楚).
+
+    Returns the view and, for each of its positions, the index in `text` it came from and
+    whether it starts a unit (1) or continues one (0). Characters that are neither Chinese with
+    a reading nor ASCII letters become "|", which no key contains.
+    """
+    out: list[str] = []
+    origin: list[int] = []
+    starts: list[int] = []
+    for i, ch in enumerate(text):
+        if "a" <= ch <= "z":
+            unit = ch
+        else:
+            unit = _sound(ch) or "|"
+        out.append(unit)
+        origin.extend([i] * len(unit))
+        starts.extend([1] + [0] * (len(unit) - 1))
+    return "".join(out), origin, starts

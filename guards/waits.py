@@ -15,18 +15,18 @@ from .normalize import fold
 __all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "parse_duration"]
 
 # A draft without any of these cannot promise a wait; substring tests skip the regex.
-WAIT_HINTS = ("等", "候", "稍后", "分钟", "秒", "小时", "min")
+WAIT_HINTS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
 
 _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
 _WAIT = re.compile(
-    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我)"
-    r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|min|mins|minutes?|s|sec|secs)"
+    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我|等个|等上|先等)"
+    r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
     r"(?:\s*半)?(?:钟)?))?"
 )
 # A duration before the wait word: 给我2分钟, 2分钟左右就好, 大约三分钟后回复您.
 _BEFORE = re.compile(
-    r"(?P<d>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒)(?:\s*半)?(?:钟)?)"
+    r"(?P<d>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
 )
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -61,7 +61,7 @@ def _number(token: str) -> float | None:
     return float(total + current)
 
 
-_DURATION = re.compile(r"(" + _NUM + r")\s*(?:个)?\s*(小时|分钟|分|秒钟|秒|min|mins|minutes?|s|sec|secs)(\s*半)?")
+_DURATION = re.compile(r"(" + _NUM + r")\s*(?:个)?\s*(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
 
 
 def parse_duration(text: str) -> int | None:
@@ -73,7 +73,8 @@ def parse_duration(text: str) -> int | None:
     if n is None:
         return None
     unit = m.group(2)
-    scale = 3600 if unit == "小时" else 1 if unit.startswith(("秒", "s")) else 60
+    # 一刻钟 is a quarter of an hour.
+    scale = 3600 if unit == "小时" else 900 if unit.startswith("刻") else 1 if unit.startswith(("秒", "s")) else 60
     half = 0.5 * scale if m.group(3) else 0
     return int(n * scale + half)
 

@@ -59,11 +59,11 @@ def _problems(err: ValidationError, prefix: str) -> list[dict[str, str]]:
 
 def _merge(parts: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[int, str]]:
     """Merge per-file dicts; remember which file each rule came from for error locations."""
-    merged: dict[str, Any] = {"rules": [], "templates": []}
+    merged: dict[str, Any] = {"rules": [], "templates": [], "contexts": []}
     origin: dict[int, str] = {}
     for name, data in parts:
         for key, value in data.items():
-            if key in ("rules", "templates"):
+            if key in ("rules", "templates", "contexts"):
                 if key == "rules":
                     for i in range(len(value)):
                         origin[len(merged["rules"]) + i] = f"{name}:rules.{i}"

@@ -18,6 +18,7 @@ __all__ = [
     "Category",
     "Closings",
     "Context",
+    "SharedContext",
     "Detector",
     "Examples",
     "Greetings",
@@ -105,6 +106,17 @@ class Context(_Model):
     after_window: int = Field(2, ge=0, le=60)
 
 
+class SharedContext(Context):
+    """An allow-context every lexical rule of some categories shares (negation, condition).
+
+    "我们不会通过私人微信联系您" warns against a scam; it does not ask for a WeChat id. Such
+    contexts hold for a whole category, so they are written once, not in every rule.
+    """
+
+    name: str = Field(min_length=1)
+    categories: list[Category] = Field(min_length=1)
+
+
 class Examples(_Model):
     """Drafts the rule must catch (`hit`) and must leave alone (`miss`); they become tests."""
 
@@ -125,8 +137,10 @@ class Rule(_Model):
         [], description="homophone, dialect or pinyin spellings of the phrases (布吉岛, bzd)"
     )
     patterns: list[Pattern] = []
-    phonetic: bool = Field(
-        False, description="also match same-sounding characters and typed pinyin of the phrases"
+    phonetic: bool | None = Field(
+        None,
+        description="also match same-sounding characters and typed pinyin of the phrases; "
+        "unset: on for phrases of 3+ Chinese characters",
     )
     fuzzy: bool = Field(False, description="also match near variants (one character changed)")
     allow: Context | None = None
@@ -236,6 +250,7 @@ class Library(_Model):
     locale: str = "zh-CN"
     rules: list[Rule] = []
     templates: list[Template] = []
+    contexts: list[SharedContext] = []
     greetings: Greetings = Greetings()
     closings: Closings = Closings()
     thresholds: Thresholds = Thresholds()

@@ -15,18 +15,19 @@ from dataclasses import dataclass
 import ahocorasick
 from rapidfuzz import fuzz
 
-from phrases.schema import Rule
+from phrases.schema import Context as Allow, Rule, SharedContext
 
 from ..context import Context, clause_bounds, inside_quotes
 from ..errors import RuleConfigError
 from ..model import Violation
 from ..normalize import BOUNDARIES, Normalized, char_class as _char_class, fold_phrase
-from ..phonetic import close_enough, homophone_table, typed_pinyin
+from ..phonetic import close_enough, full_pinyin, homophone_table, pinyin_view, typed_pinyin
 
 __all__ = ["LexicalRules"]
 
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _ASCII_WORD = re.compile(r"[a-z0-9]")
+_LETTERS = re.compile(r"[a-z]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +51,14 @@ class LexicalRules:
 
     id = "lexical"
 
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], shared: list[SharedContext] | tuple[SharedContext, ...] = ()) -> None:
         self.rules = rules
         self._exact = ahocorasick.Automaton()
         self._phon = ahocorasick.Automaton()
         self._patterns: list[tuple[int, re.Pattern[str]]] = []
         self._fuzzy: list[tuple[int, str]] = []
         exact: dict[str, list[_Key]] = {}
+        mixed: dict[str, list[_Key]] = {}
         phon_phrases: list[tuple[int, str, bool, bool]] = []
         for ri, rule in enumerate(rules):
             for kind, items in (("phrase", rule.phrases), ("variant", rule.variants)):
@@ -66,11 +68,14 @@ class LexicalRules:
                     if not key:
                         raise RuleConfigError(f"rule '{rule.id}': phrase {raw!r} is empty once normalised")
                     exact.setdefault(key, []).append(_Key(ri, kind, length=len(key), at_start=s, at_end=e))
-                    if rule.phonetic and kind == "phrase":
+                    if self._phonetic(rule, key) and kind == "phrase":
                         phon_phrases.append((ri, key, s, e))
                         typed = typed_pinyin(key)
                         if typed:
                             exact.setdefault(typed, []).append(_Key(ri, "pinyin", length=len(typed)))
+                        spelled = full_pinyin(key)
+                        if spelled:
+                            mixed.setdefault(spelled, []).append(_Key(ri, "mixed pinyin", length=len(spelled), at_start=s, at_end=e))
                     if rule.fuzzy and kind == "phrase" and len(key) >= 5:
                         fi = len(self._fuzzy)
                         self._fuzzy.append((ri, key))
@@ -92,8 +97,12 @@ class LexicalRules:
         if self._has_exact:
             self._exact.make_automaton()
         self._table = homophone_table([p for _, p, _, _ in phon_phrases])
-        # Only the few same-sounding characters of a draft are visited (faster than translate).
+        # A small table is applied by a regex that visits only the same-sounding characters; a
+        # large one (most common characters sound like some phrase's) by translating everything.
         self._sounds = re.compile(_char_class(sorted(self._table))) if self._table else None
+        self._dense = [chr(i) for i in range(0x10000)]
+        for cp, rep in self._table.items():
+            self._dense[cp] = rep
         phon: dict[str, list[tuple[_Key, str]]] = {}
         for ri, key, s, e in phon_phrases:
             phon.setdefault(key.translate(self._table), []).append((_Key(ri, "phonetic", length=len(key), at_start=s, at_end=e), key))
@@ -102,14 +111,31 @@ class LexicalRules:
         self._has_phon = bool(phon)
         if self._has_phon:
             self._phon.make_automaton()
-        self._contexts = [self._fold_context(r) for r in rules]
+        self._mixed = ahocorasick.Automaton()
+        for key, keys in mixed.items():
+            self._mixed.add_word(key, tuple(keys))
+        self._has_mixed = bool(mixed)
+        if self._has_mixed:
+            self._mixed.make_automaton()
+        # Each rule's own allow-context, then the shared ones of its category.
+        self._contexts = [
+            [c for c in [self._fold_context(r.allow)] + [self._fold_context(x) for x in shared if r.category in x.categories] if c]
+            for r in rules
+        ]
 
     @staticmethod
-    def _fold_context(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None:
-        if rule.allow is None:
+    def _phonetic(rule: Rule, key: str) -> bool:
+        """Phonetic matching for this phrase: as the rule says, else on for 3+ Chinese characters."""
+        if rule.phonetic is not None:
+            return rule.phonetic
+        return sum("\u4e00" <= c <= "\u9fff" for c in key) >= 3
+
+    @staticmethod
+    def _fold_context(allow: Allow | None) -> tuple[Allow, tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None:
+        if allow is None:
             return None
         f = lambda words: tuple(w for w in (fold_phrase(x) for x in words) if w)  # noqa: E731
-        return f(rule.allow.before), f(rule.allow.after), f(rule.allow.clause)
+        return allow, f(allow.before), f(allow.after), f(allow.clause)
 
     # -- matching -------------------------------------------------------------------------
 
@@ -145,8 +171,11 @@ class LexicalRules:
             if al is not None and al.dest_end > al.dest_start:
                 found.setdefault((ri, al.dest_start, al.dest_end), "fuzzy")
         if self._has_phon and self._sounds is not None and self._sounds.search(text):
-            table = self._table
-            folded = self._sounds.sub(lambda m: table[ord(m.group())], text)
+            if len(self._table) > 3000:
+                folded = text.translate(self._dense)
+            else:
+                table = self._table
+                folded = self._sounds.sub(lambda m: table[ord(m.group())], text)
             if True:
                 for end, keys in self._phon.iter(folded):
                     for k, phrase in keys:
@@ -155,7 +184,28 @@ class LexicalRules:
                             continue
                         if self._anchored(k, text, start, end + 1):
                             found[(k.rule, start, end + 1)] = "phonetic"
+        if self._has_mixed and _LETTERS.search(text):
+            self._mixed_candidates(text, found)
         return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
+
+    def _mixed_candidates(self, text: str, found: dict[tuple[int, int, int], str]) -> None:
+        """Phrases spelled partly in pinyin (不qing楚, 你这话shenme意思), matched in pinyin."""
+        view, origin, starts = pinyin_view(text)
+        for end, keys in self._mixed.iter(view):
+            for k in keys:
+                vs, ve = end + 1 - k.length, end + 1
+                # Whole units only, and at least one typed letter (pure Chinese is the
+                # homophone pass's job, with its stricter closeness test).
+                if not starts[vs] or (ve < len(view) and not starts[ve]):
+                    continue
+                start, stop = origin[vs], origin[ve - 1] + 1
+                letters = sum("a" <= c <= "z" for c in text[start:stop])
+                if not letters or not self._word_bounded(text, start, stop):
+                    continue
+                if letters == stop - start and letters < 7:
+                    continue  # short all-Latin strings occur inside ordinary words and ids
+                if (k.rule, start, stop) not in found and self._anchored(k, text, start, stop):
+                    found[(k.rule, start, stop)] = "mixed pinyin"
 
     @staticmethod
     def _word_bounded(text: str, start: int, end: int) -> bool:
@@ -173,12 +223,8 @@ class LexicalRules:
 
     def allowed(self, ri: int, draft: Normalized, start: int, end: int) -> bool:
         """True when the context clears the candidate text[start:end] of rule `ri`."""
-        ctx = self._contexts[ri]
-        if ctx is not None:
-            allow = self.rules[ri].allow
-            assert allow is not None
-            before, after, clause = ctx
-            text = draft.text
+        text = draft.text
+        for allow, before, after, clause in self._contexts[ri]:
             cs, ce = clause_bounds(text, start, end)
             window = text[max(cs, start - allow.window) : start]
             if any(w in window for w in before):

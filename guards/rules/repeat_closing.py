@@ -27,24 +27,42 @@ class RepeatClosing:
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule
-        self.markers = tuple(m for m in (fold_phrase(x) for x in library.closings.markers) if m)
+        question = fold_phrase(library.closings.question)
+        markers = [m for m in (fold_phrase(x) for x in library.closings.markers) if m]
+        # Markers found in the closing question ask "anything else?"; the rest say goodbye.
+        self.asking = tuple(m for m in markers if m in question)
+        self.parting = tuple(m for m in markers if m not in question)
 
-    def _closes(self, text: str) -> int:
-        """Index in `text` (matching view) of the first closing marker, or -1."""
-        hits = [i for i in (text.find(m) for m in self.markers) if i >= 0]
-        return min(hits, default=-1)
+    def _kind(self, text: str) -> str | None:
+        if any(m in text for m in self.asking):
+            return "question"
+        if any(m in text for m in self.parting):
+            return "parting"
+        return None
 
-    def _hurried(self, ctx: Context) -> bool:
-        """True when the agent's last closing has had no new question from the customer since."""
+    def _hurried(self, kind: str, ctx: Context) -> bool:
+        """Whether the agent's previous closing makes this one hurrying the customer off."""
+        answered = False
         for m in reversed(ctx.history):
-            if m.role == "customer" and _QUESTION.search(fold_phrase(m.text)):
-                return False
-            if m.role == "agent" and self._closes(fold_phrase(m.text)) >= 0:
-                return True
+            text = fold_phrase(m.text)
+            if m.role == "customer":
+                if _QUESTION.search(text):
+                    return False  # the customer asked something new: closing again is fine
+                answered = True
+                continue
+            before = self._kind(text)
+            if before is None:
+                continue
+            # Unanswered, or "anything else?" asked again after a mere 好的 / 我再看看; a
+            # goodbye after the customer answered the closing question is the standard flow.
+            return not answered or (before == "question" and kind == "question")
         return False
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        if not ctx.agent_texts or self._closes(draft.text) < 0 or not self._hurried(ctx):
+        if not ctx.agent_texts:
+            return []
+        kind = self._kind(draft.text)
+        if kind is None or not self._hurried(kind, ctx):
             return []
         start, end = 0, len(draft.original.rstrip())
-        return [violation(self.rule, draft, start, end, "closing sent again before the customer answered the last one")]
+        return [violation(self.rule, draft, start, end, "closing sent again before the customer asked anything new")]
