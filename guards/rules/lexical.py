@@ -89,10 +89,17 @@ class LexicalRules:
                 regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
                 pi = len(self._patterns)
                 self._patterns.append((ri, regex))
-                for word in groups[0]:
+                # The prefilter anchors on the rarest group (longest shortest word), so common
+                # words like 我 or 看 do not wake the regex on every draft.
+                anchor = max(groups, key=lambda g: (min(map(len, g)), -len(g)))
+                for word in anchor:
                     exact.setdefault(word, []).append(_Key(ri, "pattern", pi))
         for key, keys in exact.items():
-            self._exact.add_word(key, tuple(keys))
+            # Per key: direct hits, the patterns it wakes, the fuzzy phrases it hints at.
+            direct = tuple(k for k in keys if k.kind not in ("pattern", "fuzzy"))
+            wakes = frozenset(k.ref for k in keys if k.kind == "pattern")
+            hints = tuple(k.ref for k in keys if k.kind == "fuzzy")
+            self._exact.add_word(key, (direct, wakes, hints))
         self._has_exact = bool(exact)
         if self._has_exact:
             self._exact.make_automaton()
@@ -146,18 +153,17 @@ class LexicalRules:
         patterns: set[int] = set()
         fuzzy: dict[int, int] = {}
         if self._has_exact:
-            for end, keys in self._exact.iter(text):
-                for k in keys:
-                    if k.kind == "pattern":
-                        patterns.add(k.ref)
-                    elif k.kind == "fuzzy":
-                        fuzzy[k.ref] = fuzzy.get(k.ref, 0) + 1
-                    else:
-                        start = end + 1 - k.length
-                        if k.kind == "pinyin" and not self._word_bounded(text, start, end + 1):
-                            continue
-                        if self._anchored(k, text, start, end + 1):
-                            found.setdefault((k.rule, start, end + 1), k.kind)
+            for end, (direct, wakes, hints) in self._exact.iter(text):
+                if wakes:
+                    patterns |= wakes
+                for fi in hints:
+                    fuzzy[fi] = fuzzy.get(fi, 0) + 1
+                for k in direct:
+                    start = end + 1 - k.length
+                    if k.kind == "pinyin" and not self._word_bounded(text, start, end + 1):
+                        continue
+                    if self._anchored(k, text, start, end + 1):
+                        found.setdefault((k.rule, start, end + 1), k.kind)
         for pi in patterns:
             ri, regex = self._patterns[pi]
             for m in regex.finditer(text):
