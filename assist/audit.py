@@ -33,6 +33,7 @@ __all__ = [
     "AUDIT_WRITER",
     "GENESIS",
     "AuditEvent",
+    "AuditIntegrityError",
     "AuditPage",
     "AuditQuery",
     "AuditRecord",
@@ -45,6 +46,8 @@ __all__ = [
 
 GENESIS = bytes(32)  # prev_hash of a tenant's first record
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# details are free-form: keys sorted so equal dicts store equal text; unknown types become str.
+_DETAILS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class AuditEvent:
 def canonical_content(row: Sequence[Any]) -> bytes:
     """The canonical JSON that `content_hash` covers, from a row in audit_sql.COLUMNS order.
 
-    A JSON array in fixed field order (tenant, at, kind, actor, conversation_id, action, rule_ids,
+    A JSON array in fixed field order (tenant, at_us, kind, actor, conversation_id, action, rule_ids,
     categories, overridden, original_text, final_text, reason, details); list and dict fields are
     the stored canonical JSON strings. `seq` and `id` are left out on purpose: the chain links fix
     the order, so a reordering shows up as a broken link, not as an edited record.
@@ -81,36 +84,56 @@ def checkpoint_mac(key: bytes, tenant: str, seq: int, hash_: bytes) -> bytes:
     return hmac.new(key, f"{tenant}|{seq}|{hash_.hex()}".encode(), hashlib.sha256).digest()
 
 
+def _str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"AuditEvent.{name} must be a str or None, not {type(value).__name__}")
+
+
 def _text(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"AuditEvent.{name} must be a str or None, not {type(value).__name__}")
-    return scrub_secrets(value)
+    """Free text (drafts, reasons) is where a pasted credential would hide: scrub it."""
+    return scrub_secrets(_str(value, name))
 
 
-def _prepare(event: AuditEvent, now: float) -> tuple[list[Any], list[str]]:
-    """Validate an event into an insert row (without seq and hashes) and its tags."""
+# A validated event, ready to chain: (tenant, content values, content_hash, tags, FTS body).
+Prepared = tuple[str, tuple[Any, ...], bytes, list[str], "str | None"]
+
+
+def _prepare(event: AuditEvent, now: float) -> Prepared:
+    """Validate an event and do all the per-record work that does not depend on the chain.
+
+    Run by the caller (the event loop, for AuditWriter), so JSON and content hashing overlap with
+    the writer thread's SQLite work instead of adding to it.
+    """
     if not isinstance(event.tenant, str) or not event.tenant:
         raise ValueError("AuditEvent.tenant must be a non-empty str")
     if not isinstance(event.kind, str) or not event.kind:
         raise ValueError("AuditEvent.kind must be a non-empty str")
     rule_ids = [str(r) for r in event.rule_ids]
     categories = [str(c) for c in event.categories]
-    details = dict(event.details or {})
+    details = event.details
+    if not isinstance(details, dict):
+        raise TypeError(f"AuditEvent.details must be a dict, not {type(details).__name__}")
     overridden = int(
         event.kind == "override" or bool(details.get("override_reason")) or bool(details.get("overridden"))
     )
-    at = float(event.at) if event.at is not None else float(now)
-    details_json = scrub_secrets(json.dumps(details, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str))
-    row = [
-        event.tenant, None, at, event.kind, _text(event.actor, "actor"),
-        _text(event.conversation_id, "conversation_id"), _text(event.action, "action"),
-        _ENCODE(rule_ids), _ENCODE(categories), overridden, _text(event.original_text, "original_text"),
-        _text(event.final_text, "final_text"), _text(event.reason, "reason"), details_json,
-    ]
-    tags = sorted({f"r:{r}" for r in rule_ids} | {f"c:{c}" for c in categories})
-    return row, tags
+    at_us = round((event.at if event.at is not None else now) * 1_000_000)
+    original, final = _text(event.original_text, "original_text"), _text(event.final_text, "final_text")
+    values = (
+        event.tenant, at_us, event.kind, _str(event.actor, "actor"),
+        _str(event.conversation_id, "conversation_id"), _str(event.action, "action"),
+        _ENCODE(rule_ids) if rule_ids else "[]", _ENCODE(categories) if categories else "[]", overridden,
+        original, final, _text(event.reason, "reason"), scrub_secrets(_DETAILS(details)) if details else "{}",
+    )
+    content_hash = hashlib.sha256(_ENCODE(values).encode()).digest()
+    tags = [f"r:{r}" for r in dict.fromkeys(rule_ids)] + [f"c:{c}" for c in dict.fromkeys(categories)]
+    # Both texts in one FTS row, once when equal (a plain send); "\n" keeps trigrams from spanning them.
+    body = original if final is None or final == original else (final if original is None else f"{original}\n{final}")
+    return event.tenant, values, content_hash, tags, body
+
+
+class AuditIntegrityError(RuntimeError):
+    """The store refuses to extend a chain whose signed head is missing or does not verify."""
 
 
 class AuditStore:
@@ -135,7 +158,7 @@ class AuditStore:
         self.backend = SqliteAuditBackend(self.path)
         self._wlock = threading.Lock()
 
-    def prepare(self, event: AuditEvent) -> tuple[list[Any], list[str]]:
+    def prepare(self, event: AuditEvent) -> Prepared:
         """Validate an event now (raising ValueError/TypeError) so a writer batch cannot fail on it."""
         return _prepare(event, self.clock())
 
@@ -147,39 +170,64 @@ class AuditStore:
         """Append records in one transaction, in order; return their ids once committed."""
         return self.append_prepared([self.prepare(e) for e in events])
 
-    def append_prepared(self, prepared: Sequence[tuple[list[Any], list[str]]]) -> list[int]:
+    def append_prepared(self, prepared: Sequence[Prepared]) -> list[int]:
         """Chain and insert prepared rows in one transaction (the writer thread's entry point)."""
         if not prepared:
             return []
         b = self.backend
         every, key = self.checkpoint_every, self.key
         sha = hashlib.sha256
-        ids: list[int] = []
+        rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[str, str, int, int]] = []
+        texts: list[tuple[int, str]] = []
         with self._wlock:
             b.begin()
             try:
+                rid = b.next_id()
+                first = rid
                 heads: dict[str, tuple[int, bytes]] = {}
-                for row, tags in prepared:
-                    tenant = row[0]
+                for tenant, values, content_hash, tags, body in prepared:
                     head = heads.get(tenant)
                     if head is None:
-                        head = b.tail(tenant) or (0, GENESIS)
+                        head = self._tail(tenant)
                     seq, prev = head[0] + 1, head[1]
-                    row = list(row)
-                    row[1] = seq
-                    content_hash = sha(_ENCODE([tenant, *row[2:14]]).encode()).digest()
                     hash_ = sha(prev + content_hash).digest()
-                    ids.append(b.insert((*row, content_hash, prev, hash_), tags))
+                    rows.append((rid, seq, *values, content_hash, prev, hash_))
+                    for tag in tags:
+                        tag_rows.append((tenant, tag, values[1], rid))
+                    if body is not None:
+                        texts.append((rid, body))
                     if seq % every == 0:
                         b.checkpoint(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                     heads[tenant] = (seq, hash_)
+                    rid += 1
+                b.insert_many(rows, tag_rows, texts)
                 for tenant, (seq, hash_) in heads.items():
                     b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                 b.commit()
             except BaseException:
                 b.rollback()
                 raise
-        return ids
+        return list(range(first, rid))
+
+    def _tail(self, tenant: str) -> tuple[int, bytes]:
+        """Where the tenant's chain continues: its signed head, checked with the key.
+
+        The head, not the last row, is the source of truth: if rows were cut off the end, the next
+        record still links to the signed head and the gap stays visible to verify. A missing or
+        forged head refuses the append rather than re-signing a log that was tampered with.
+        """
+        head = self.backend.head(tenant)
+        if head is None:
+            if self.backend.has_records(tenant):
+                raise AuditIntegrityError(f"tenant '{tenant}' has audit records but no signed head; "
+                                          "the log was tampered with: run `assist audit verify`")
+            return 0, GENESIS
+        seq, hash_, mac = head
+        if not hmac.compare_digest(mac, checkpoint_mac(self.key, tenant, seq, hash_)):
+            raise AuditIntegrityError(f"the signed head of tenant '{tenant}' does not verify with the configured "
+                                      "audit_hmac_key (wrong key, or tampering): run `assist audit verify`")
+        return seq, hash_
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -190,7 +238,7 @@ class AuditStore:
         more = len(rows) > q.limit
         rows = rows[: q.limit]
         records = [AuditRecord.from_row(r, keep_original=keep_original) for r in rows]
-        cursor = encode_cursor(rows[-1][3], rows[-1][0]) if more and rows else None
+        cursor = encode_cursor(rows[-1][3], rows[-1][0]) if more and rows else None  # (at_us, id)
         return AuditPage(records=records, next_cursor=cursor)
 
     def count(self, q: AuditQuery) -> int:
@@ -209,7 +257,7 @@ class AuditStore:
 
     def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]):
         """Unmasked records of `kinds` in [since, until), oldest first; for reports, never for display."""
-        for row in self.backend.between(tenant, since, until, kinds):
+        for row in self.backend.between(tenant, round(since * 1_000_000), round(until * 1_000_000), kinds):
             yield AuditRecord.from_row(row, keep_original=True)
 
     def verify(self, tenant: str | None = None, *, key: bytes | None = None):

@@ -88,7 +88,7 @@ async def export_records(request: web.Request) -> web.StreamResponse:
     # Who exported what is itself an audit fact: exports carry customer texts out of the system.
     await request.app[AUDIT_WRITER].append(AuditEvent(
         tenant=principal.tenant, kind="audit_export", actor=principal.actor, action=fmt,
-        details={"filters": {k: v for k, v in q.where().items() if v is not None}, "keep_original": keep}))
+        details={"filters": q.filters(), "keep_original": keep}))
     resp = web.StreamResponse(headers={
         "Content-Type": content_type(fmt),
         "Content-Disposition": f'attachment; filename="audit-{principal.tenant}.{fmt}"',

@@ -23,6 +23,7 @@ _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,15}\d{4}(?!\d)")
 _PART = r"[\u4e00-\u9fa5A-Za-z0-9]{1,10}?(?:省|自治区|市|区|县|镇|乡|村|路|街|大道|道|巷|弄|胡同|号楼|号院|号|栋|幢|单元|楼|层|室)"
 _ADDRESS = re.compile(rf"(?:{_PART}){{2,}}|[\u4e00-\u9fa5]{{1,10}}?(?:路|街|大道|巷|弄)\d+号")
 _KEEP = set("省自治区市县镇乡村路街大道巷弄胡同号楼院栋幢单元层室")
+_LATIN = re.compile(r"[A-Za-z_]")
 _SERVICE_TOKEN = re.compile(r"ast_[0-9a-f]{8}_[A-Za-z0-9_-]{16,}")  # assist/auth.py's token shape
 _BEARER = re.compile(r"(?i)\b(bearer|token|api[_-]?key|api_access_token|secret|password)([\"'\s:=]+)[A-Za-z0-9._~+/=-]{8,}")
 # Long opaque strings mixing letters and digits are what generated tokens look like
@@ -72,7 +73,8 @@ def mask_value(value: Any) -> Any:
 
 def scrub_secrets(text: str | None) -> str | None:
     """Replace bearer tokens, keys and long opaque token-like strings with a fixed marker."""
-    if not text:
+    # Every pattern below is at least 14 characters long and needs a Latin letter or '_'.
+    if not text or len(text) < 14 or not _LATIN.search(text):
         return text
     text = _SERVICE_TOKEN.sub("[redacted]", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)

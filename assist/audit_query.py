@@ -1,6 +1,6 @@
 """Values for reading the audit log: a query (filters + cursor), a record, a page of records.
 
-The cursor is opaque to clients: base64url of the (at, id) keyset of the last record returned.
+The cursor is opaque to clients: base64url of the (at_us, id) keyset of the last record returned.
 Pages are "newest first" and keyed on (at, id), so records appended while an auditor pages through
 never shift, duplicate or skip the rows of the pages that follow.
 """
@@ -33,18 +33,18 @@ class QueryError(ValueError):
         self.message = message
 
 
-def encode_cursor(at: float, rid: int) -> str:
-    raw = json.dumps([at, rid], separators=(",", ":")).encode()
+def encode_cursor(at_us: int, rid: int) -> str:
+    raw = json.dumps([at_us, rid], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, int]:
+def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, rid = json.loads(raw)
-        if not isinstance(at, (int, float)) or not isinstance(rid, int) or isinstance(rid, bool):
+        at_us, rid = json.loads(raw)
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in (at_us, rid)):
             raise ValueError
-        return float(at), rid
+        return at_us, rid
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise QueryError("cursor", "not a cursor this service issued") from None
 
@@ -101,8 +101,18 @@ class AuditQuery:
     def replace(self, **changes: Any) -> AuditQuery:
         return dataclasses.replace(self, **changes)
 
+    def filters(self) -> dict[str, Any]:
+        """The filters that are set, as given (for logs and audit details)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("limit", "cursor") and getattr(self, f.name) is not None}
+
     def where(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("limit", "cursor")}
+        """The filters for the backend; times in integer microseconds, as stored."""
+        w = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("limit", "cursor")}
+        for name in ("since", "until"):
+            if w[name] is not None:
+                w[name] = round(w[name] * 1_000_000)
+        return w
 
     @classmethod
     def from_params(cls, params: Mapping[str, str], *, tz: str = "UTC") -> AuditQuery:
@@ -167,7 +177,7 @@ class AuditRecord:
             texts = tuple(mask_text(t) for t in texts)
             details = mask_value(details)
         return cls(
-            id=row[0], tenant=row[1], seq=row[2], at=row[3], kind=row[4], actor=row[5],
+            id=row[0], tenant=row[1], seq=row[2], at=row[3] / 1_000_000, kind=row[4], actor=row[5],
             conversation_id=row[6], action=row[7], rule_ids=tuple(json.loads(row[8])),
             categories=tuple(json.loads(row[9])), overridden=bool(row[10]), original_text=texts[0],
             final_text=texts[1], reason=texts[2], details=details, hash=row[17].hex(),

@@ -9,6 +9,10 @@ COMMIT fsync the write-ahead log before it returns, so a transaction the caller 
 a kill -9 *and* a power cut. `synchronous=NORMAL` only syncs at checkpoints: it survives a killed
 process, but a power loss or OS crash may roll back the last transactions that were already
 reported committed, which an audit log that acknowledges records must not allow.
+
+Times are stored as integer microseconds (`at_us`): exact, sortable, and the same JSON number
+whether Python or SQLite writes it, which lets verification build each record's canonical JSON in
+SQLite (`json_array`, see `chain`) instead of decoding every column into Python.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ __all__ = ["COLUMNS", "SqliteAuditBackend"]
 
 # Column order of every row this module returns (and of the tuples `insert` takes, minus `id`).
 COLUMNS = (
-    "id", "tenant", "seq", "at", "kind", "actor", "conversation_id", "action", "rule_ids",
+    "id", "tenant", "seq", "at_us", "kind", "actor", "conversation_id", "action", "rule_ids",
     "categories", "overridden", "original_text", "final_text", "reason", "details",
     "content_hash", "prev_hash", "hash",
 )
@@ -35,7 +39,7 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    at REAL NOT NULL,
+    at_us INTEGER NOT NULL,
     kind TEXT NOT NULL,
     actor TEXT,
     conversation_id TEXT,
@@ -51,24 +55,24 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash BLOB NOT NULL,
     hash BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS audit_chain ON audit(tenant, seq);
 -- Every listing is "newest first" within a tenant; each filter gets (tenant, column, at) so a
 -- first page is an index range scan read backwards, never a sort of the whole table.
-CREATE INDEX IF NOT EXISTS audit_at ON audit(tenant, at);
-CREATE INDEX IF NOT EXISTS audit_actor ON audit(tenant, actor, at);
-CREATE INDEX IF NOT EXISTS audit_conv ON audit(tenant, conversation_id, at);
-CREATE INDEX IF NOT EXISTS audit_kind ON audit(tenant, kind, at);
-CREATE INDEX IF NOT EXISTS audit_action ON audit(tenant, action, at);
-CREATE INDEX IF NOT EXISTS audit_overridden ON audit(tenant, at) WHERE overridden = 1;
+CREATE INDEX IF NOT EXISTS audit_at ON audit(tenant, at_us);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(tenant, actor, at_us);
+CREATE INDEX IF NOT EXISTS audit_conv ON audit(tenant, conversation_id, at_us);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit(tenant, kind, at_us);
+CREATE INDEX IF NOT EXISTS audit_overridden ON audit(tenant, at_us) WHERE overridden = 1;
 -- Rule ids and categories are lists; one row per value makes "rule r1" an index lookup.
 CREATE TABLE IF NOT EXISTS audit_tag (
-    tenant TEXT NOT NULL, tag TEXT NOT NULL, at REAL NOT NULL, audit_id INTEGER NOT NULL,
-    PRIMARY KEY (tenant, tag, at, audit_id)
+    tenant TEXT NOT NULL, tag TEXT NOT NULL, at_us INTEGER NOT NULL, audit_id INTEGER NOT NULL,
+    PRIMARY KEY (tenant, tag, at_us, audit_id)
 ) WITHOUT ROWID;
--- trigram: Chinese has no spaces, so any 3+ character substring must be findable.
-CREATE VIRTUAL TABLE IF NOT EXISTS audit_fts USING fts5(
-    original_text, final_text, content='audit', content_rowid='id', tokenize='trigram'
-);
+-- trigram: Chinese has no spaces, so any 3+ character substring must be findable. Contentless
+-- (rowid = audit.id) with both texts in one column, once when they are equal: the log is
+-- append-only, so the index never has to delete, and half the trigrams are saved on plain sends.
+-- detail=none keeps only rowids per trigram (no positions): a search ANDs the query's trigrams
+-- and confirms the substring on the row with LIKE, so positions would be paid for and unused.
+CREATE VIRTUAL TABLE IF NOT EXISTS audit_fts USING fts5(body, content='', tokenize='trigram', detail='none');
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL,
     PRIMARY KEY (tenant, seq)
@@ -80,10 +84,15 @@ CREATE TABLE IF NOT EXISTS audit_head (
 """
 
 _INSERT = (
-    "INSERT INTO audit (tenant, seq, at, kind, actor, conversation_id, action, rule_ids, categories,"
+    "INSERT INTO audit (id, seq, tenant, at_us, kind, actor, conversation_id, action, rule_ids, categories,"
     " overridden, original_text, final_text, reason, details, content_hash, prev_hash, hash)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# The canonical content of a record, built by SQLite; byte-identical to audit.canonical_content
+# (same field order; SQLite and Python's json escape strings the same way; no floats involved).
+_CONTENT = ("CAST(json_array(tenant, at_us, kind, actor, conversation_id, action, rule_ids, categories,"
+            " overridden, original_text, final_text, reason, details) AS BLOB)")
+_CHAIN_COLS = f"id, tenant, seq, {_CONTENT}, content_hash, prev_hash, hash"
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -122,28 +131,25 @@ class SqliteAuditBackend:
         if self._w.in_transaction:
             self._w.execute("ROLLBACK")
 
-    def tail(self, tenant: str) -> tuple[int, bytes] | None:
-        """The last (seq, hash) of a tenant's chain, read inside the write transaction."""
-        return self._w.execute(
-            "SELECT seq, hash FROM audit WHERE tenant = ? ORDER BY seq DESC LIMIT 1", (tenant,)
-        ).fetchone()
+    def head(self, tenant: str) -> tuple[int, bytes, bytes] | None:
+        """The signed head (seq, hash, mac) of a tenant's chain, read inside the write transaction."""
+        return self._w.execute("SELECT seq, hash, mac FROM audit_head WHERE tenant = ?", (tenant,)).fetchone()
 
-    def insert(self, row: Sequence[Any], tags: Sequence[str]) -> int:
-        """Insert one record (columns of COLUMNS minus id), its tags and its FTS entry; return id."""
-        cur = self._w.execute(_INSERT, row)
-        rid = cur.lastrowid
-        assert rid is not None
+    def has_records(self, tenant: str) -> bool:
+        return self._w.execute("SELECT 1 FROM audit WHERE tenant = ? LIMIT 1", (tenant,)).fetchone() is not None
+
+    def next_id(self) -> int:
+        """The id the next record gets (ids are assigned here so a batch inserts with executemany)."""
+        return (self._w.execute("SELECT max(id) FROM audit").fetchone()[0] or 0) + 1
+
+    def insert_many(self, rows: Sequence[Sequence[Any]], tags: Sequence[tuple[str, str, int, int]],
+                    texts: Sequence[tuple[int, str]]) -> None:
+        """Insert records (id, seq, then the content values and hashes), their tags and FTS bodies."""
+        self._w.executemany(_INSERT, rows)
         if tags:
-            self._w.executemany(
-                "INSERT INTO audit_tag (tenant, tag, at, audit_id) VALUES (?,?,?,?)",
-                [(row[0], t, row[2], rid) for t in tags],
-            )
-        if row[10] is not None or row[11] is not None:
-            self._w.execute(
-                "INSERT INTO audit_fts (rowid, original_text, final_text) VALUES (?,?,?)",
-                (rid, row[10], row[11]),
-            )
-        return rid
+            self._w.executemany("INSERT INTO audit_tag (tenant, tag, at_us, audit_id) VALUES (?,?,?,?)", tags)
+        if texts:
+            self._w.executemany("INSERT INTO audit_fts (rowid, body) VALUES (?,?)", texts)
 
     def checkpoint(self, tenant: str, seq: int, hash_: bytes, mac: bytes) -> None:
         self._w.execute(
@@ -169,24 +175,30 @@ class SqliteAuditBackend:
         return conn
 
     def tenants(self) -> list[str]:
-        rows = self._reader().execute("SELECT DISTINCT tenant FROM audit_head UNION SELECT DISTINCT tenant FROM audit")
+        rows = self._reader().execute("SELECT tenant FROM audit_head UNION SELECT DISTINCT tenant FROM audit")
         return sorted(r[0] for r in rows)
 
-    def chain(self, tenant: str, *, batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
-        """Yield a tenant's records in seq order, in batches, plus its checkpoints and head first.
+    def chain(self, tenant: str | None, *, by_seq: bool = False, batch: int = 5000) -> Iterator[Any]:
+        """Yield signatures, then chain rows `(id, tenant, seq, content, content_hash, prev_hash, hash)`.
 
-        The first item is `(checkpoints, head)`; everything is read in one snapshot so a verify
-        running beside the writer sees a consistent chain.
+        The first item is `(checkpoints, heads)`: {tenant: [(seq, hash, mac)]} and {tenant: (seq,
+        hash, mac)}. Rows follow in id (append) order, a sequential read of the table, or with
+        `by_seq` in (seq, id) order, the chain's own order, for explaining a problem. One snapshot,
+        so a verify beside the writer sees a consistent chain.
         """
         conn = connect(self.path, readonly=True)
         try:
             conn.execute("BEGIN")
-            cps = conn.execute(
-                "SELECT seq, hash, mac FROM audit_checkpoint WHERE tenant = ? ORDER BY seq", (tenant,)
-            ).fetchall()
-            head = conn.execute("SELECT seq, hash, mac FROM audit_head WHERE tenant = ?", (tenant,)).fetchone()
-            yield [(cps, head)]
-            cur = conn.execute(f"SELECT {_COLS} FROM audit WHERE tenant = ? ORDER BY seq", (tenant,))
+            where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+            cps: dict[str, list[tuple[int, bytes, bytes]]] = {}
+            for t, seq, h, mac in conn.execute(
+                    f"SELECT tenant, seq, hash, mac FROM audit_checkpoint {where} ORDER BY tenant, seq", params):
+                cps.setdefault(t, []).append((seq, h, mac))
+            heads = {t: (seq, h, mac) for t, seq, h, mac in
+                     conn.execute(f"SELECT tenant, seq, hash, mac FROM audit_head {where}", params)}
+            yield cps, heads
+            order = "seq, id" if by_seq else "id"
+            cur = conn.execute(f"SELECT {_CHAIN_COLS} FROM audit {where} ORDER BY {order}", params)
             while rows := cur.fetchmany(batch):
                 yield rows
             conn.execute("COMMIT")
@@ -200,20 +212,20 @@ class SqliteAuditBackend:
         ).fetchone()
         return row[0] if row else None
 
-    def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+    def between(self, tenant: str, since: int, until: int, kinds: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         """A tenant's records of `kinds` with since <= at < until, oldest first (for reports)."""
         marks = ",".join("?" * len(kinds))
         cur = connect(self.path, readonly=True)
         try:
             rows = cur.execute(
-                f"SELECT {_COLS} FROM audit WHERE tenant = ? AND kind IN ({marks}) AND at >= ? AND at < ?"
-                " ORDER BY at, id", (tenant, *kinds, since, until))
+                f"SELECT {_COLS} FROM audit WHERE tenant = ? AND kind IN ({marks}) AND at_us >= ? AND at_us < ?"
+                " ORDER BY at_us, id", (tenant, *kinds, since, until))
             while batch := rows.fetchmany(2000):
                 yield from batch
         finally:
             cur.close()
 
-    def page(self, where: dict[str, Any], *, after: tuple[float, int] | None, limit: int) -> list[tuple[Any, ...]]:
+    def page(self, where: dict[str, Any], *, after: tuple[int, int] | None, limit: int) -> list[tuple[Any, ...]]:
         """Records matching `where`, newest first, strictly after the keyset `after` (at, id)."""
         sql, params = _page_sql(where, after, limit)
         return self._reader().execute(sql, params).fetchall()
@@ -223,7 +235,7 @@ class SqliteAuditBackend:
         sql, params = _page_sql(where, None, -1)
         return self._reader().execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
 
-    def explain(self, where: dict[str, Any], *, after: tuple[float, int] | None, limit: int) -> list[str]:
+    def explain(self, where: dict[str, Any], *, after: tuple[int, int] | None, limit: int) -> list[str]:
         sql, params = _page_sql(where, after, limit)
         return [r[-1] for r in self._reader().execute("EXPLAIN QUERY PLAN " + sql, params)]
 
@@ -240,7 +252,7 @@ class SqliteAuditBackend:
         self._w.close()
 
 
-def _page_sql(where: dict[str, Any], after: tuple[float, int] | None, limit: int) -> tuple[str, list[Any]]:
+def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int) -> tuple[str, list[Any]]:
     """Build one keyset page query; `where` keys are AuditQuery field names (validated there)."""
     conds: list[str] = []
     params: list[Any] = []
@@ -249,7 +261,7 @@ def _page_sql(where: dict[str, Any], after: tuple[float, int] | None, limit: int
     tag = f"r:{tag}" if tag is not None else (f"c:{where['category']}" if where.get("category") else None)
     if tag is not None and where.get("tenant") is not None:
         # Drive from the tag index, which is already in (at, id) order for this tenant and tag.
-        joins = " JOIN audit_tag t ON t.audit_id = a.id AND t.tenant = a.tenant AND t.at = a.at"
+        joins = " JOIN audit_tag t ON t.audit_id = a.id"
         conds += ["t.tenant = ?", "t.tag = ?"]
         params += [where["tenant"], tag]
     if where.get("rule_id") is not None and where.get("category") and joins:
@@ -264,10 +276,10 @@ def _page_sql(where: dict[str, Any], after: tuple[float, int] | None, limit: int
             conds.append(f"a.{key} = ?")
             params.append(where[key])
     if where.get("since") is not None:
-        conds.append("a.at >= ?")
+        conds.append("a.at_us >= ?")
         params.append(where["since"])
     if where.get("until") is not None:
-        conds.append("a.at < ?")
+        conds.append("a.at_us < ?")
         params.append(where["until"])
     if where.get("overridden") is not None:
         conds.append("a.overridden = ?")
@@ -275,15 +287,16 @@ def _page_sql(where: dict[str, Any], after: tuple[float, int] | None, limit: int
     text = where.get("text")
     if text:
         if len(text) >= 3:
+            # Candidates hold every third trigram of the text (and the last); LIKE below confirms.
+            grams = {text[i:i + 3] for i in range(0, len(text) - 2, 3)} | {text[-3:]}
             conds.append("a.id IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ?)")
-            params.append('"' + text.replace('"', '""') + '"')
-        else:
-            # trigram cannot index 1-2 characters; a LIKE scan stops at the first full page.
-            esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append("(a.original_text LIKE ? ESCAPE '\\' OR a.final_text LIKE ? ESCAPE '\\')")
-            params += [f"%{esc}%", f"%{esc}%"]
+            params.append(" AND ".join('"' + g.replace('"', '""') + '"' for g in sorted(grams)))
+        # trigram cannot index 1-2 characters: then LIKE alone scans, stopping at a full page.
+        esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append("(a.original_text LIKE ? ESCAPE '\\' OR a.final_text LIKE ? ESCAPE '\\')")
+        params += [f"%{esc}%", f"%{esc}%"]
     # Order by the driving table's columns so the planner reads its index backwards, unsorted.
-    at, rid = ("t.at", "t.audit_id") if joins else ("a.at", "a.id")
+    at, rid = ("t.at_us", "t.audit_id") if joins else ("a.at_us", "a.id")
     if after is not None:
         conds.append(f"({at}, {rid}) < (?, ?)")
         params += list(after)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Problem", "TenantReport", "VerifyReport", "verify_store"]
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 @dataclass(frozen=True)
@@ -91,82 +89,123 @@ def _mac(key: bytes, tenant: str, seq: int, hash_: bytes) -> bytes:
 def verify_store(store: AuditStore, tenant: str | None, *, key: bytes) -> VerifyReport:
     """Verify one tenant's chain, or every tenant's when `tenant` is None."""
     started = time.perf_counter()
-    names = [tenant] if tenant is not None else store.backend.tenants()
-    report = VerifyReport(tenants=[_verify_tenant(store, t, key) for t in names])
+    tenants = _scan(store, tenant, key)
+    report = VerifyReport(tenants=tenants)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _verify_tenant(store: AuditStore, tenant: str, key: bytes) -> TenantReport:
-    rep = TenantReport(tenant)
-    chain = store.backend.chain(tenant)
+def _scan(store: AuditStore, only: str | None, key: bytes) -> list[TenantReport]:
+    """One sequential pass over the records; a tenant with any anomaly is then walked in seq order."""
+    chain = store.backend.chain(only)
     try:
-        [(cps, head)] = next(chain)
+        cps, heads = next(chain)
+        signed = {t: {seq: h for seq, h, _ in rows} for t, rows in cps.items()}
+        state: dict[str, list[Any]] = {}  # tenant -> [next seq, last hash, last id]
+        suspect: set[str] = set()
+        sha = hashlib.sha256
+        no_cps: dict[int, bytes] = {}
+        for rows in chain:
+            for rid, tenant, seq, content, ch, ph, h in rows:
+                st = state.get(tenant)
+                if st is None:
+                    st = state[tenant] = [1, bytes(32), None]
+                elif tenant in suspect:
+                    continue
+                if (seq != st[0] or ph != st[1] or sha(content).digest() != ch or sha(ph + ch).digest() != h
+                        or signed.get(tenant, no_cps).get(seq, h) != h):
+                    suspect.add(tenant)
+                    continue
+                st[0], st[1], st[2] = seq + 1, h, rid
+    finally:
+        chain.close()
+    out = []
+    for tenant in sorted(set(state) | set(heads) | set(cps) | ({only} if only is not None else set())):
+        if tenant in suspect:
+            out.append(_walk(store, tenant, key))
+            continue
+        nxt, last_hash, last_id = state.get(tenant, [1, bytes(32), None])
+        rep = TenantReport(tenant, records=nxt - 1, checkpoints=len(cps.get(tenant, [])))
+        rep.problem = _signatures(tenant, key, cps.get(tenant, []), heads.get(tenant), nxt - 1, last_hash, last_id)
+        out.append(rep)
+    return out
+
+
+def _walk(store: AuditStore, tenant: str, key: bytes) -> TenantReport:
+    """Walk one tenant's chain in seq order and stop at the first problem, explained."""
+    rep = TenantReport(tenant)
+    chain = store.backend.chain(tenant, by_seq=True)
+    try:
+        cps_all, heads = next(chain)
+        cps = cps_all.get(tenant, [])
         rep.checkpoints = len(cps)
         signed = {seq: h for seq, h, _ in cps}
         bad_macs = [seq for seq, h, mac in cps if not hmac.compare_digest(mac, _mac(key, tenant, seq, h))]
-        first_bad_mac = bad_macs[0] if bad_macs else None
-        sha, enc = hashlib.sha256, _ENCODE
+        stop_at = bad_macs[0] if bad_macs else None
+        sha = hashlib.sha256
         expected, prev, prev_id = 1, bytes(32), None
         for rows in chain:
-            for r in rows:
-                seq = r[2]
-                if first_bad_mac is not None and first_bad_mac < seq:
+            for rid, _, seq, content, ch, ph, h in rows:
+                if stop_at is not None and stop_at < seq:
                     break
+                if seq < expected:
+                    rep.problem = Problem("inserted", seq, rid, f"record id {rid} was inserted: it repeats seq {seq}")
+                    return rep
                 if seq != expected:
                     rep.problem = Problem("deleted", expected, None,
-                                          f"record seq {expected} is missing (deleted); the chain jumps to seq {seq} (id {r[0]})")
+                                          f"record seq {expected} is missing (deleted); the chain jumps to seq {seq} (id {rid})")
                     return rep
-                content_hash = r[15]
-                if sha(enc([r[1], *r[3:15]]).encode()).digest() != content_hash:
-                    rep.problem = Problem("changed", seq, r[0], f"record seq {seq} (id {r[0]}) was changed: its content does not match its hash")
+                if sha(content).digest() != ch:
+                    rep.problem = Problem("changed", seq, rid, f"record seq {seq} (id {rid}) was changed: its content does not match its hash")
                     return rep
-                if r[16] != prev:
-                    rep.problem = _broken_link(store, tenant, r, prev_id)
+                if ph != prev:
+                    rep.problem = _broken_link(store, tenant, seq, rid, ph, prev_id)
                     return rep
-                if sha(prev + content_hash).digest() != r[17]:
-                    rep.problem = Problem("changed", seq, r[0], f"record seq {seq} (id {r[0]}) was changed: its chain hash was rewritten")
+                if sha(ph + ch).digest() != h:
+                    rep.problem = Problem("changed", seq, rid, f"record seq {seq} (id {rid}) was changed: its chain hash was rewritten")
                     return rep
-                if seq in signed and signed[seq] != r[17]:
-                    rep.problem = Problem("checkpoint", seq, r[0],
-                                          f"the chain was rewritten at or before seq {seq} (id {r[0]}): the signed checkpoint at seq {seq} holds another hash")
+                if signed.get(seq, h) != h:
+                    rep.problem = Problem("checkpoint", seq, rid,
+                                          f"the chain was rewritten at or before seq {seq} (id {rid}): the signed checkpoint at seq {seq} holds another hash")
                     return rep
-                prev, prev_id, expected = r[17], r[0], expected + 1
+                prev, prev_id, expected = h, rid, expected + 1
             else:
                 continue
             break
-        rep.records = expected - 1
-        last = expected - 1
-        if first_bad_mac is not None:
-            rep.problem = Problem("checkpoint", first_bad_mac, None,
-                                  f"the checkpoint at seq {first_bad_mac} does not verify with this HMAC key (forged, altered, or the wrong key)")
-            return rep
-        beyond = [s for s in signed if s > last]
-        if head is None:
-            if last:
-                rep.problem = Problem("head", last, prev_id, f"the signed head of tenant '{tenant}' is missing")
-            return rep
-        h_seq, h_hash, h_mac = head
-        if not hmac.compare_digest(h_mac, _mac(key, tenant, h_seq, h_hash)):
-            rep.problem = Problem("head", h_seq, None, "the signed head does not verify with this HMAC key (forged, altered, or the wrong key)")
-        elif h_seq > last or beyond:
-            gone = min([h_seq, *beyond])
-            rep.problem = Problem("deleted", last + 1, None,
-                                  f"records from seq {last + 1} on were deleted: the chain ends at seq {last}, signed up to seq {max(gone, h_seq)}")
-        elif h_seq < last:
-            rep.problem = Problem("inserted", h_seq + 1, None,
-                                  f"records after seq {h_seq} were added outside the store: the signed head ends at seq {h_seq}")
-        elif h_hash != prev:
-            rep.problem = Problem("checkpoint", last, prev_id, f"the chain was rewritten: the signed head holds another hash for seq {last}")
-        return rep
     finally:
         chain.close()
+    rep.records = expected - 1
+    rep.problem = _signatures(tenant, key, cps, heads.get(tenant), expected - 1, prev, prev_id)
+    return rep
 
 
-def _broken_link(store: AuditStore, tenant: str, r: tuple[Any, ...], prev_id: int | None) -> Problem:
-    """Explain why record `r` does not link to the record before it."""
-    seq, rid = r[2], r[0]
-    j = store.backend.seq_of_hash(tenant, r[16])
+def _signatures(tenant: str, key: bytes, cps: list[tuple[int, bytes, bytes]], head: tuple[int, bytes, bytes] | None,
+                last: int, last_hash: bytes, last_id: int | None) -> Problem | None:
+    """Check checkpoint MACs and the signed head against a chain that walked clean up to `last`."""
+    for seq, h, mac in cps:
+        if not hmac.compare_digest(mac, _mac(key, tenant, seq, h)):
+            return Problem("checkpoint", seq, None,
+                           f"the checkpoint at seq {seq} does not verify with this HMAC key (forged, altered, or the wrong key)")
+    beyond = [seq for seq, _, _ in cps if seq > last]
+    if head is None:
+        return Problem("head", last, last_id, f"the signed head of tenant '{tenant}' is missing") if last else None
+    h_seq, h_hash, h_mac = head
+    if not hmac.compare_digest(h_mac, _mac(key, tenant, h_seq, h_hash)):
+        return Problem("head", h_seq, None, "the signed head does not verify with this HMAC key (forged, altered, or the wrong key)")
+    if h_seq > last or beyond:
+        return Problem("deleted", last + 1, None,
+                       f"records from seq {last + 1} on were deleted: the chain ends at seq {last}, signed up to seq {max([h_seq, *beyond])}")
+    if h_seq < last:
+        return Problem("inserted", h_seq + 1, None,
+                       f"records after seq {h_seq} were added outside the store: the signed head ends at seq {h_seq}")
+    if h_hash != last_hash:
+        return Problem("checkpoint", last, last_id, f"the chain was rewritten: the signed head holds another hash for seq {last}")
+    return None
+
+
+def _broken_link(store: AuditStore, tenant: str, seq: int, rid: int, prev_hash: bytes, prev_id: int | None) -> Problem:
+    """Explain why record `seq` does not link to the record before it."""
+    j = store.backend.seq_of_hash(tenant, prev_hash)
     if j is None:
         return Problem("deleted", seq, rid,
                        f"record seq {seq} (id {rid}) links to a record that no longer exists: "

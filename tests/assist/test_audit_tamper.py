@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from assist.audit import AuditEvent, AuditStore, canonical_content
+from assist.audit import AuditEvent, AuditIntegrityError, AuditStore, canonical_content
 from assist.audit_sql import COLUMNS
 
 KEY = b"test-audit-key"
@@ -104,13 +104,45 @@ def test_inserted_row_is_named(store):
                 "UPDATE audit SET seq=-seq WHERE tenant='t1' AND seq<0")
     prev = conn.execute("SELECT hash FROM audit WHERE tenant='t1' AND seq=5").fetchone()[0]
     # A well-formed forged record: correct content hash and link to seq 5.
-    row = (None, "t1", 6, 1004.5, "send", "a1", "c1", None, "[]", "[]", 0, "伪造", "伪造", None, "{}")
+    row = (None, "t1", 6, 1_004_500_000, "send", "a1", "c1", None, "[]", "[]", 0, "伪造", "伪造", None, "{}")
     ch = hashlib.sha256(canonical_content(row)).digest()
     h = hashlib.sha256(prev + ch).digest()
     conn.execute(f"INSERT INTO audit ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 17)})", (*row[1:], ch, prev, h))
     conn.commit()
     p = _problem(store)
     assert (p.kind, p.seq) == ("inserted", 6)
+
+
+def test_row_with_a_repeated_seq_is_named(store):
+    conn = sqlite3.connect(store.path)
+    row = conn.execute(f"SELECT {', '.join(COLUMNS[1:])} FROM audit WHERE tenant='t1' AND seq=9").fetchone()
+    conn.execute(f"INSERT INTO audit ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 17)})", row)
+    conn.commit()
+    p = _problem(store)
+    assert (p.kind, p.seq) == ("inserted", 9)
+
+
+def test_truncated_tail_stays_visible_after_new_appends(store):
+    _sql(store, "DELETE FROM audit WHERE tenant='t1' AND seq>=22")
+    store.append(AuditEvent(tenant="t1", kind="send", original_text="之后的记录"))
+    p = _problem(store)
+    # The new record continues from the signed head (seq 26), so the gap is still there.
+    assert (p.kind, p.seq) == ("deleted", 22)
+
+
+def test_append_refuses_a_chain_whose_head_was_removed(store):
+    _sql(store, "DELETE FROM audit_head WHERE tenant='t1'")
+    with pytest.raises(AuditIntegrityError, match="no signed head"):
+        store.append(AuditEvent(tenant="t1", kind="send"))
+    store.append(AuditEvent(tenant="t2", kind="send"))  # other tenants keep working
+    assert store.verify("t2").ok
+
+
+def test_append_refuses_with_the_wrong_key(store, tmp_path):
+    other = AuditStore(store.path, hmac_key=b"not-the-key")
+    with pytest.raises(AuditIntegrityError, match="audit_hmac_key"):
+        other.append(AuditEvent(tenant="t1", kind="send"))
+    other.close()
 
 
 def test_swapped_rows_are_named(store):
@@ -166,3 +198,22 @@ def test_removed_head_is_reported(store):
     _sql(store, "DELETE FROM audit_head WHERE tenant='t1'")
     p = _problem(store)
     assert p.kind == "head"
+
+
+def test_python_and_sqlite_build_the_same_canonical_json(tmp_path):
+    """Writes hash Python's JSON, verify hashes SQLite's json_array: they must agree byte for byte."""
+    nasty = "".join(chr(c) for c in range(0, 32)) + '"\\/\u2028\u2029\x7f 中文 😀 é'
+    s = AuditStore(tmp_path / "a.db", hmac_key=KEY)
+    s.append(AuditEvent(tenant=nasty, kind=nasty, actor=nasty, conversation_id=nasty, action=nasty,
+                        rule_ids=(nasty,), categories=(nasty, "x"), original_text=nasty, final_text=nasty,
+                        reason=nasty, details={"k": nasty, "n": [1, 2.5, None, True]}, at=1_767_225_600.123457))
+    s.append(AuditEvent(tenant="t", kind="send"))  # all the None fields
+    conn = sqlite3.connect(s.path)
+    for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit"):
+        [sql_json] = conn.execute(
+            "SELECT CAST(json_array(tenant, at_us, kind, actor, conversation_id, action, rule_ids, categories,"
+            " overridden, original_text, final_text, reason, details) AS BLOB) FROM audit WHERE id = ?", (row[0],)
+        ).fetchone()
+        assert sql_json == canonical_content(row)
+    assert s.verify().ok
+    s.close()
