@@ -1,0 +1,132 @@
+"""Build the one automaton that all lexical rules of a library share.
+
+Every key lives in the homophone-folded view (same-sounding characters folded onto one
+representative, see guards/phonetic.py), so a single pass over the folded draft finds exact and
+same-sounding occurrences alike; each hit is then told apart by comparing the unfolded text
+with the phrase. Besides the phrases and variants, the automaton holds the typed pinyin of
+phonetic phrases, the anchor words that wake word-group pattern regexes, and the bigrams that
+make a fuzzy phrase worth scoring. Mixed hanzi/pinyin spellings get a small automaton of their own
+over the pinyin view, used only for drafts that contain Latin letters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import ahocorasick
+
+from phrases.schema import Rule
+
+from ..errors import RuleConfigError
+from ..normalize import BOUNDARIES, char_class, fold_phrase
+from ..phonetic import full_pinyin, homophone_table, typed_pinyin
+
+__all__ = ["Index", "Key", "build_index"]
+
+_GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One way a rule can match at a hit of the automaton."""
+
+    rule: int
+    kind: str  # phrase | variant | pinyin | mixed pinyin
+    length: int
+    plain: str = ""  # the key before homophone folding: a hit equal to it is exact
+    phonetic: bool = False  # a same-sounding hit counts too
+    at_start: bool = False
+    at_end: bool = False
+
+
+@dataclass
+class Index:
+    automaton: ahocorasick.Automaton | None
+    mixed: ahocorasick.Automaton | None
+    table: dict[int, str]
+    sounds: re.Pattern[str] | None
+    dense: list[str] | None
+    patterns: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
+    fuzzy: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _strip_anchors(phrase: str) -> tuple[str, bool, bool]:
+    at_start = phrase.startswith("^")
+    at_end = phrase.endswith("$") and len(phrase) > 1
+    return phrase[int(at_start) : len(phrase) - int(at_end)], at_start, at_end
+
+
+def is_phonetic(rule: Rule, key: str) -> bool:
+    """Phonetic matching for a phrase: as the rule says, else on for 3+ Chinese characters."""
+    if rule.phonetic is not None:
+        return rule.phonetic
+    return sum("\u4e00" <= c <= "\u9fff" for c in key) >= 3
+
+
+def _automaton(entries: dict[str, list]) -> ahocorasick.Automaton | None:
+    if not entries:
+        return None
+    a = ahocorasick.Automaton()
+    for key, values in entries.items():
+        a.add_word(key, values)
+    a.make_automaton()
+    return a
+
+
+def build_index(rules: list[Rule]) -> Index:
+    """Compile every lexical rule; raise RuleConfigError on a phrase that normalises to nothing."""
+    keys: list[tuple[str, Key]] = []
+    wakes: list[tuple[str, int]] = []
+    hints: list[tuple[str, int]] = []
+    mixed: dict[str, list[Key]] = {}
+    index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
+    for ri, rule in enumerate(rules):
+        for kind, items in (("phrase", rule.phrases), ("variant", rule.variants)):
+            for raw in items:
+                body, s, e = _strip_anchors(raw)
+                key = fold_phrase(body)
+                if not key:
+                    raise RuleConfigError(f"rule '{rule.id}': phrase {raw!r} is empty once normalised")
+                phonetic = kind == "phrase" and is_phonetic(rule, key)
+                keys.append((key, Key(ri, kind, len(key), key, phonetic, s, e)))
+                if phonetic:
+                    typed = typed_pinyin(key)
+                    if typed:
+                        keys.append((typed, Key(ri, "pinyin", len(typed), typed)))
+                    spelled = full_pinyin(key)
+                    if spelled:
+                        mixed.setdefault(spelled, []).append(Key(ri, "mixed pinyin", len(spelled), spelled, False, s, e))
+                if rule.fuzzy and kind == "phrase" and len(key) >= 5:
+                    index.fuzzy.append((ri, key))
+                    hints += [(key[j : j + 2], len(index.fuzzy) - 1) for j in range(len(key) - 1)]
+        for pattern in rule.patterns:
+            groups = [sorted({fold_phrase(w) for w in g} - {""}, key=len, reverse=True) for g in pattern.groups]
+            if any(not g for g in groups):
+                raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
+            gap = f"{_GAP}{{0,{pattern.max_gap}}}?"
+            index.patterns.append((ri, re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))))
+            # The prefilter anchors on the rarest group (longest shortest word), so common words
+            # like 我 or 看 do not wake the regex on every draft.
+            anchor = max(groups, key=lambda g: (min(map(len, g)), -len(g)))
+            wakes += [(word, len(index.patterns) - 1) for word in anchor]
+
+    index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
+    table = index.table
+    if table:
+        # A small table is applied by a regex that visits only the same-sounding characters; a
+        # large one (most common characters sound like some phrase's) by translating everything.
+        index.sounds = re.compile(char_class(sorted(table)))
+        index.dense = [chr(i) for i in range(0x10000)]
+        for cp, rep in table.items():
+            index.dense[cp] = rep
+    entries: dict[str, tuple[list[Key], set[int], list[int]]] = {}
+    for key, k in keys:
+        entries.setdefault(key.translate(table), ([], set(), []))[0].append(k)
+    for word, pi in wakes:
+        entries.setdefault(word.translate(table), ([], set(), []))[1].add(pi)
+    for bigram, fi in hints:
+        entries.setdefault(bigram.translate(table), ([], set(), []))[2].append(fi)
+    index.automaton = _automaton({k: (tuple(d), frozenset(w), tuple(h)) for k, (d, w, h) in entries.items()})
+    index.mixed = _automaton({k: tuple(v) for k, v in mixed.items()})
+    return index
