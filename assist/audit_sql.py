@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS audit_tag (
 -- detail=none keeps only rowids per trigram (no positions): a search ANDs the query's trigrams
 -- and confirms the substring on the row with LIKE, so positions would be paid for and unused.
 CREATE VIRTUAL TABLE IF NOT EXISTS audit_fts USING fts5(body, content='', tokenize='trigram', detail='none');
+-- Merge segments 16 at a time instead of 4: about half the insert cost (every commit adds a
+-- segment), for a query that reads a few more segments (still well under a millisecond).
+INSERT INTO audit_fts (audit_fts, rank) SELECT 'automerge', 16 WHERE NOT EXISTS (SELECT 1 FROM audit);
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL,
     PRIMARY KEY (tenant, seq)
