@@ -130,10 +130,20 @@ _NB = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _LONE_SEP = re.compile(f"(?:(?<=^{_NB})|(?<={_B}{_NB})){_B}(?={_NB}(?:{_B}|$))")
 
 
+# Cheap scans (a leading character class) that say whether _LONE_SEP can match at all.
+_LONE_INNER = re.compile(f"{_B}{_NB}{_B}")
+_LONE_FIRST = re.compile(f"{_NB}{_B}{_NB}(?:{_B}|$)")
+
+
+def _lone_seps(text: str) -> bool:
+    return bool(_LONE_FIRST.match(text) or _LONE_INNER.search(text))
+
+
 def _squeeze(folded: str) -> str:
     if HOLE in folded:
         folded = folded.replace(HOLE, "")
-    folded = _LONE_SEP.sub("", folded)
+    if _lone_seps(folded):
+        folded = _LONE_SEP.sub("", folded)
     return _REPEAT.sub(r"\1", folded)
 
 
@@ -157,7 +167,7 @@ class Normalized:
         # The same steps as _squeeze, keeping each character's original index.
         kept = [i for i, ch in enumerate(self.folded) if ch != HOLE]
         unholed = "".join(self.folded[i] for i in kept)
-        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)}
+        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)} if _lone_seps(unholed) else set()
         starts: list[int] = []
         ends: list[int] = []
         prev = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .normalize import fold
 
-__all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "parse_duration"]
+__all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "find_wait_folded", "parse_duration"]
 
 # A draft without any of these cannot promise a wait; substring tests skip the regex.
 WAIT_HINTS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
@@ -79,9 +79,20 @@ def parse_duration(text: str) -> int | None:
     return int(n * scale + half)
 
 
+_UNITS = ("分", "秒", "小时", "刻", "min", "s")
+
+
 def find_wait(text: str) -> WaitPromise | None:
     """The first promised wait in `text`, with offsets into `text` itself."""
-    folded = fold(text).replace("\x00", " ")
+    return find_wait_folded(fold(text))
+
+
+def find_wait_folded(folded: str) -> WaitPromise | None:
+    """find_wait on a text already folded (guards.normalize.fold), offsets unchanged."""
+    folded = folded.replace("\x00", " ")
+    if not any(u in folded for u in _UNITS):
+        m = _WAIT.search(folded)
+        return WaitPromise(m.start(), m.end(), None) if m else None
     m = _WAIT.search(folded)
     if m:
         if m.group("after"):

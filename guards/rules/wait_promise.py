@@ -10,7 +10,7 @@ from phrases.schema import Library, Rule
 from ..context import Context
 from ..model import Violation
 from ..normalize import Normalized
-from ..waits import WAIT_HINTS, find_wait
+from ..waits import WAIT_HINTS, find_wait_folded
 from .base import violation
 
 __all__ = ["WaitPromiseCap"]
@@ -26,7 +26,7 @@ class WaitPromiseCap:
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         if not any(h in draft.text for h in WAIT_HINTS):
             return []
-        wait = find_wait(draft.original)
+        wait = find_wait_folded(draft.folded)
         if wait is None or wait.seconds is None or wait.seconds <= self.max_s:
             return []
         return [
