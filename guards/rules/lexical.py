@@ -86,7 +86,10 @@ class LexicalRules:
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
         for pi in patterns:
-            ri, regex = ix.patterns[pi]
+            ri, regex, groups = ix.patterns[pi]
+            # Substring tests are far cheaper than the regex: every group must be present.
+            if not all(any(w in text for w in g) for g in groups):
+                continue
             for m in regex.finditer(text):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
         for fi, hits in fuzzy.items():

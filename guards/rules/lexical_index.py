@@ -47,7 +47,7 @@ class Index:
     table: dict[int, str]
     sounds: re.Pattern[str] | None
     dense: list[str] | None
-    patterns: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
+    patterns: list[tuple[int, re.Pattern[str], tuple[tuple[str, ...], ...]]] = field(default_factory=list)
     fuzzy: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -105,7 +105,8 @@ def build_index(rules: list[Rule]) -> Index:
             if any(not g for g in groups):
                 raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
             gap = f"{_GAP}{{0,{pattern.max_gap}}}?"
-            index.patterns.append((ri, re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))))
+            regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
+            index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
             # The prefilter anchors on the rarest group (longest shortest word), so common words
             # like 我 or 看 do not wake the regex on every draft.
             anchor = max(groups, key=lambda g: (min(map(len, g)), -len(g)))
