@@ -5,16 +5,15 @@ record before it in the tenant's chain, and `hash = sha256(prev_hash || content_
 `checkpoint_every` records, and at the head after each commit, the chain position is signed with
 HMAC-SHA256(key, "tenant|seq|hash"), so a rewrite of the whole chain without the key is caught.
 SQL lives in assist/audit_sql.py (durability: WAL + synchronous=FULL, see its docstring);
-verification in assist/audit_verify.py; masking in assist/audit_mask.py.
+verification in assist/audit_verify.py; masking in assist/audit_mask.py; the group-commit
+AuditWriter in assist/audit_writer.py (re-exported here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ from aiohttp import web
 from .audit_mask import scrub_secrets
 from .audit_query import AuditPage, AuditQuery, AuditRecord, decode_cursor, encode_cursor
 from .audit_sql import SqliteAuditBackend
+from .audit_writer import AuditWriter
 
 __all__ = [
     "AUDIT_STORE",
@@ -268,79 +268,6 @@ class AuditStore:
 
     def close(self) -> None:
         self.backend.close()
-
-
-class AuditWriter:
-    """Group commit for the service: many coroutines' appends, one transaction per batch.
-
-    Appends queue to one writer thread; it takes everything waiting (up to `max_batch`), commits it
-    in one transaction, and only then releases each caller with its record id. While one COMMIT
-    waits on fsync the next batch forms, so throughput grows with concurrency at no cost to
-    durability: nobody is told "done" before their record is on disk.
-    """
-
-    def __init__(self, store: AuditStore, *, max_batch: int = 1000) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
-
-    async def append(self, event: AuditEvent) -> int:
-        """Record `event`; return its id once committed durably. Raises on an invalid event."""
-        if self._thread is None or self._loop is None:
-            raise RuntimeError("AuditWriter.start() has not been awaited")
-        prepared = self.store.prepare(event)
-        fut = self._loop.create_future()
-        self._q.put((prepared, fut))
-        return await fut
-
-    async def stop(self) -> None:
-        """Commit what is queued, then stop the thread."""
-        if self._thread is None:
-            return
-        self._q.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-        self._thread = None
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._q.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            if None in batch:
-                stopping = True
-                batch = [b for b in batch if b is not None]
-            if not batch:
-                continue
-            try:
-                ids: list[Any] = self.store.append_prepared([p for p, _ in batch])
-            except Exception as exc:  # the batch rolled back: tell every caller, drop nothing silently
-                ids = [exc] * len(batch)
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(_settle, [f for _, f in batch], ids)
-            except RuntimeError:  # loop closed: callers are gone, records are committed anyway
-                pass
-
-
-def _settle(futures: list[asyncio.Future[int]], results: list[Any]) -> None:
-    for fut, res in zip(futures, results):
-        if fut.done():
-            continue
-        if isinstance(res, BaseException):
-            fut.set_exception(res)
-        else:
-            fut.set_result(res)
 
 
 def setup_audit_routes(app: web.Application) -> None:
