@@ -8,14 +8,19 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .api_keys import CONVERSATIONS, METRICS, OUTBOX, SETTINGS
+from .api_keys import CONVERSATIONS, LOG_FIELDS, METRICS, OUTBOX, SETTINGS
 from .auth import require_role
 from .errors import InvalidPayload, MalformedJSON, PayloadTooLarge, TenantNotFound
 from .metrics import CONTENT_TYPE
 
-__all__ = ["json_response", "read_json", "setup_routes", "tenant_policy", "validation_details"]
+__all__ = ["json_response", "note", "read_json", "setup_routes", "tenant_policy", "validation_details"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def note(request: web.Request, event: str, **fields: Any) -> None:
+    """Name the decision this request made and add its fields to the request's one log line."""
+    request[LOG_FIELDS] = {"event": event, **fields}
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

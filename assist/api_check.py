@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from .api import json_response, read_json, tenant_policy
+from .api import json_response, note, read_json, tenant_policy
 from .api_keys import CONVERSATIONS, GUARDS, METRICS
 from .audit import AUDIT_WRITER, AuditEvent, AuditWriter
 from .auth import require_role
@@ -87,8 +87,8 @@ async def check(request: web.Request) -> web.Response:
             action=verdict.action, rule_ids=tuple(verdict.rule_ids), categories=tuple(verdict.categories),
             original_text=body.text, final_text=verdict.rewritten,
             details={"suggestions": [s.template_id for s in verdict.suggestions]}))
-    log.info("draft.checked", action=verdict.action, rules=list(verdict.rule_ids), text_len=len(body.text),
-             conversation_id=body.conversation_id)
+    note(request, "draft.checked", action=verdict.action, rules=list(verdict.rule_ids), text_len=len(body.text),
+         audit_id=audit_id)
     return json_response({**verdict_json(verdict), "audit_id": audit_id})
 
 

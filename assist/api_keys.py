@@ -18,13 +18,15 @@ if TYPE_CHECKING:
     from .state_sql import StateDB
 
 __all__ = [
-    "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "METRICS", "OUTBOX",
+    "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "LOG_FIELDS", "METRICS", "OUTBOX",
     "SETTINGS", "STATE_DB", "TOKENS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Any)  # anything with now() -> epoch seconds (assist.clock.Clock)
 EVENT_BUS = web.AppKey("event_bus", EventBus)
+# Fields a handler adds to the request's one canonical log line (see assist.api.note).
+LOG_FIELDS = web.RequestKey("log_fields", dict)
 METRICS = web.AppKey("metrics", Metrics)
 STATE_DB: web.AppKey["StateDB"] = web.AppKey("state_db")
 TOKENS: web.AppKey["TokenStore"] = web.AppKey("tokens")

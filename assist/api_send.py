@@ -8,6 +8,7 @@ concurrent requests can never both send.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -17,7 +18,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from .api import json_response, read_json, tenant_policy
+from .api import json_response, note, read_json, tenant_policy
 from .api_check import MAX_TEXT, verdict_json
 from .api_keys import CLOCK, CONVERSATIONS, EVENT_BUS, GUARDS, METRICS, OUTBOX
 from .audit import AUDIT_WRITER, AuditEvent
@@ -168,12 +169,13 @@ async def post_reply(request: web.Request) -> web.Response:
                             code="override_not_allowed",
                             details=[{"severity": s, "allowed": list(policy.override_allowed)} for s in refused])
             err.audited = True
+            note(request, "reply.override_refused", action=verdict.action, rules=list(verdict.rule_ids))
             raise err
         kind, reason = "override", body.override_reason
     elif verdict.action == "block":
         await writer.append(AuditEvent(**base, kind="block", details={
             "suggestions": [s.template_id for s in verdict.suggestions]}))
-        log.info("reply.blocked", rules=list(verdict.rule_ids), conversation_id=cid)
+        note(request, "reply.blocked", action=verdict.action, rules=list(verdict.rule_ids))
         err = ReplyBlocked("the guard blocked this reply; nothing was sent", details={
             "violations": [v.model_dump(mode="json") for v in verdict.violations],
             "suggestions": [s.model_dump(mode="json") for s in verdict.suggestions],
@@ -184,7 +186,7 @@ async def post_reply(request: web.Request) -> web.Response:
         if policy.rewrite_policy == "confirm":
             await writer.append(AuditEvent(**base, kind="rewrite", final_text=verdict.rewritten,
                                            details={"confirmation_required": True}))
-            log.info("reply.rewrite_proposed", rules=list(verdict.rule_ids), conversation_id=cid)
+            note(request, "reply.rewrite_proposed", action=verdict.action, rules=list(verdict.rule_ids))
             return json_response({"status": "needs_confirmation", "conversation_id": cid,
                                   "rewritten": verdict.rewritten, "verdict": verdict_json(verdict)})
         final, kind = verdict.rewritten or body.text, "rewrite"
@@ -204,11 +206,10 @@ async def post_reply(request: web.Request) -> web.Response:
         records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
                                   conversation_id=cid, final_text=result["greeting"],
                                   details={"mode": policy.greeting_policy}))
-    for record in records:
-        await writer.append(record)
+    await asyncio.gather(*(writer.append(record) for record in records))  # one group commit
     app[OUTBOX].wake()
-    log.info("reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
-             greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"], conversation_id=cid)
+    note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
+         greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])
     await app[EVENT_BUS].publish(ConversationEvent("agent_message", principal.tenant, cid,
                                                    principal.agent_id or conv.agent_id, result["text"], now))
     return json_response(result, status=202)
@@ -259,6 +260,6 @@ async def close_conversation(request: web.Request) -> web.Response:
         app[OUTBOX].wake()
         await app[EVENT_BUS].publish(ConversationEvent("agent_message", principal.tenant, cid,
                                                        principal.agent_id or conv.agent_id, text, now))
-    log.info("closing.decided", status=status, conversation_id=cid)
+    note(request, "closing.decided", closing=status, outbox_id=oid)
     body = {"status": status, "conversation_id": cid, "text": text if status == "sent" else None, "outbox_id": oid}
     return json_response(body, status=202 if status == "sent" else 200)

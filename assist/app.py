@@ -8,8 +8,8 @@ settings.platform; adapters translate and deliver, the routes that receive their
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +26,7 @@ from .api_check import GuardCache, post_hoc_checker
 from .api_demo import DEMO, setup_demo_routes
 from .api_webhooks import setup_webhook_routes
 from .api_keys import (
-    CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
+    CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, LOG_FIELDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
 )
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditStore, AuditWriter, setup_audit_routes
 from .auth import PRINCIPAL, TokenStore, token_from_request
@@ -79,7 +79,7 @@ def _as_assist_error(exc: web.HTTPException, request: web.Request) -> AssistErro
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """The one place errors become JSON: request id, canonical log line, metrics, refusal audit."""
-    request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-ID", "")[:64] or os.urandom(8).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     cid = request.match_info.get("conversation_id")
@@ -109,9 +109,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     metrics.requests.labels(route, request.method, str(response.status)).inc()
     metrics.latency.labels(route).observe(elapsed)
     principal = request.get(PRINCIPAL)
-    log.info("request.finished", method=request.method, route=route, status=response.status,
-             latency_ms=round(elapsed * 1000, 2), error=error.code if error else None,
-             token_id=principal.token_id if principal else None, role=principal.role if principal else None)
+    fields = dict(request.get(LOG_FIELDS) or {})
+    event = fields.pop("event", "request.finished")
+    log.info(event, **{**fields, "method": request.method, "route": route, "status": response.status,
+                       "latency_ms": round(elapsed * 1000, 2), "error": error.code if error else None,
+                       "token_id": principal.token_id if principal else None})
     return response
 
 

@@ -44,7 +44,7 @@ def configure_logging(*, level: str = "info", fmt: Literal["auto", "json", "cons
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
 
 

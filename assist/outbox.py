@@ -5,6 +5,7 @@ One worker task delivers in id order (per conversation, a later message waits fo
 one), retries timeouts, 5xx and 429 with exponential backoff and jitter, and resumes after a
 restart. A try that may have reached the platform (timeout, 5xx, crash mid-request) marks the
 row `uncertain`; before re-posting, the worker asks the platform whether it already has it.
+A platform 4xx is final: the row is marked failed (shown on GET /v1/conversations/{id}) and audited.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import random
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -55,19 +57,33 @@ SELECT * FROM outbox o
 WHERE o.status = 'pending' AND o.next_attempt_at <= ?
   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.tenant = o.tenant AND p.conversation_id = o.conversation_id
                   AND p.id < o.id AND p.status IN ('pending', 'inflight'))
-ORDER BY o.id LIMIT 1
+ORDER BY o.id LIMIT ?
 """
 
 OnOutcome = Callable[[OutboundMessage, str, dict[str, Any]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class _Result:
+    msg: OutboundMessage
+    receipt: DeliveryReceipt | None
+    error: DeliveryError | None
+    found_on_platform: bool
+    uncertain: bool
+
+
 class Outbox:
-    """The delivery worker and read side of the outbox table."""
+    """The delivery worker and read side of the outbox table.
+
+    The worker claims a batch of due messages (at most one per conversation, the oldest, so order
+    within a conversation holds), delivers the batch concurrently, records every outcome in one
+    transaction, and audits them together.
+    """
 
     def __init__(
         self, db: StateDB, deliverer: Deliverer, *, clock: Callable[[], float],
         backoff_base_s: float, backoff_max_s: float, max_attempts: int,
-        on_outcome: OnOutcome | None = None,
+        on_outcome: OnOutcome | None = None, batch: int = 32,
     ) -> None:
         self._db = db
         self._deliverer = deliverer
@@ -76,6 +92,7 @@ class Outbox:
         self._max = backoff_max_s
         self._max_attempts = max_attempts
         self._on_outcome = on_outcome
+        self._batch = batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -108,32 +125,31 @@ class Outbox:
             "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')").fetchone())
         return int(row[0])
 
-    async def _claim(self) -> tuple[OutboundMessage | None, bool, float | None]:
-        now = self._clock()
+    async def _claim(self) -> tuple[list[tuple[OutboundMessage, bool]], float | None]:
+        now, limit = self._clock(), self._batch
 
-        def claim(conn: sqlite3.Connection) -> tuple[OutboundMessage | None, bool, float | None]:
-            row = conn.execute(_CLAIM, (now,)).fetchone()
-            if row is None:
+        def claim(conn: sqlite3.Connection) -> tuple[list[tuple[OutboundMessage, bool]], float | None]:
+            rows = conn.execute(_CLAIM, (now, limit)).fetchall()
+            if not rows:
                 nxt = conn.execute(
                     "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'").fetchone()[0]
-                return None, False, nxt
-            conn.execute("UPDATE outbox SET status = 'inflight', attempts = attempts + 1 WHERE id = ?", (row["id"],))
-            msg = OutboundMessage(
-                row["id"], row["tenant"], row["conversation_id"], row["kind"], row["text"],
-                json.loads(row["platform_ref"]), row["attempts"] + 1,
-            )
-            return msg, bool(row["uncertain"]), None
+                return [], nxt
+            conn.executemany("UPDATE outbox SET status = 'inflight', attempts = attempts + 1 WHERE id = ?",
+                             [(r["id"],) for r in rows])
+            return [(OutboundMessage(r["id"], r["tenant"], r["conversation_id"], r["kind"], r["text"],
+                                     json.loads(r["platform_ref"]), r["attempts"] + 1), bool(r["uncertain"]))
+                    for r in rows], None
 
         return await self._db.run(claim)
 
     async def _run(self) -> None:
         while True:
             try:
-                msg, uncertain, next_due = await self._claim()
+                claimed, next_due = await self._claim()
             except Exception:
                 log.exception("outbox.claim_failed")
-                msg, uncertain, next_due = None, False, self._clock() + 1.0
-            if msg is None:
+                claimed, next_due = [], self._clock() + 1.0
+            if not claimed:
                 timeout = None if next_due is None else max(0.0, next_due - self._clock())
                 self._wake.clear()
                 try:
@@ -141,48 +157,60 @@ class Outbox:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            await self._attempt(msg, uncertain)
+            results = await asyncio.gather(*(self._attempt(m, u) for m, u in claimed))
+            await self._record(list(results))
 
-    async def _attempt(self, msg: OutboundMessage, uncertain: bool) -> None:
+    async def _attempt(self, msg: OutboundMessage, uncertain: bool) -> _Result:
         try:
             receipt = await self._deliverer.find_delivered(msg) if uncertain else None
-            checked = receipt is not None
-            if receipt is None:
-                uncertain = False  # the platform does not have it: this try starts from certainty
-                receipt = await self._deliverer.deliver(msg)
+            if receipt is not None:
+                return _Result(msg, receipt, None, True, uncertain)
+            uncertain = False  # the platform does not have it: this try starts from certainty
+            return _Result(msg, await self._deliverer.deliver(msg), None, False, uncertain)
         except DeliveryError as err:
-            await self._failed(msg, err, uncertain)
-            return
+            return _Result(msg, None, err, False, uncertain)
         except Exception as err:  # an adapter bug: retry later rather than lose the reply
             log.exception("outbox.adapter_error", outbox_id=msg.id)
-            await self._failed(msg, DeliveryError(repr(err), retryable=True, reached=True), uncertain)
-            return
-        now = self._clock()
-        await self._db.run(lambda c: c.execute(
-            "UPDATE outbox SET status = 'delivered', delivered_at = ?, platform_message_id = ?, last_error = NULL"
-            " WHERE id = ?", (now, receipt.platform_message_id, msg.id)))
-        log.info("reply.delivered", outbox_id=msg.id, conversation_id=msg.conversation_id,
-                 attempts=msg.attempts, found_on_platform=checked)
-        await self._emit(msg, "delivered", {"platform_message_id": receipt.platform_message_id,
-                                            "attempts": msg.attempts, "found_on_platform": checked})
+            return _Result(msg, None, DeliveryError(repr(err), retryable=True, reached=True), False, uncertain)
 
-    async def _failed(self, msg: OutboundMessage, err: DeliveryError, uncertain: bool) -> None:
+    async def _record(self, results: list[_Result]) -> None:
         now = self._clock()
-        still_uncertain = 1 if (uncertain or err.reached) else 0
-        if err.retryable and msg.attempts < self._max_attempts:
-            delay = max(self.backoff_s(msg.attempts), err.retry_after_s or 0.0)
-            await self._db.run(lambda c: c.execute(
-                "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ?, uncertain = ?"
-                " WHERE id = ?", (now + delay, str(err), still_uncertain, msg.id)))
-            log.warning("reply.delivery_retried", outbox_id=msg.id, status=err.status,
-                        attempts=msg.attempts, retry_in_s=round(delay, 3))
-            await self._emit(msg, "retry", {"status": err.status, "error": str(err), "attempts": msg.attempts})
-            return
-        await self._db.run(lambda c: c.execute(
-            "UPDATE outbox SET status = 'failed', last_error = ?, uncertain = ? WHERE id = ?",
-            (str(err), still_uncertain, msg.id)))
-        log.error("reply.delivery_failed", outbox_id=msg.id, status=err.status, attempts=msg.attempts)
-        await self._emit(msg, "failed", {"status": err.status, "error": str(err), "attempts": msg.attempts})
+        updates: list[tuple[str, tuple[Any, ...]]] = []
+        events: list[tuple[OutboundMessage, str, dict[str, Any]]] = []
+        for r in results:
+            msg, err = r.msg, r.error
+            if err is None:
+                pid = r.receipt.platform_message_id if r.receipt else None
+                updates.append(("UPDATE outbox SET status = 'delivered', delivered_at = ?, platform_message_id = ?,"
+                                " last_error = NULL, uncertain = 0 WHERE id = ?", (now, pid, msg.id)))
+                log.info("reply.delivered", outbox_id=msg.id, conversation_id=msg.conversation_id,
+                         attempts=msg.attempts, found_on_platform=r.found_on_platform)
+                events.append((msg, "delivered", {"platform_message_id": pid, "attempts": msg.attempts,
+                                                  "found_on_platform": r.found_on_platform}))
+                continue
+            still_uncertain = 1 if (r.uncertain or err.reached) else 0
+            info = {"status": err.status, "error": str(err), "attempts": msg.attempts}
+            if err.retryable and msg.attempts < self._max_attempts:
+                delay = max(self.backoff_s(msg.attempts), err.retry_after_s or 0.0)
+                updates.append(("UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ?,"
+                                " uncertain = ? WHERE id = ?", (now + delay, str(err), still_uncertain, msg.id)))
+                log.warning("reply.delivery_retried", outbox_id=msg.id, status=err.status, attempts=msg.attempts,
+                            retry_in_s=round(delay, 3))
+                events.append((msg, "retry", info))
+            else:
+                updates.append(("UPDATE outbox SET status = 'failed', last_error = ?, uncertain = ? WHERE id = ?",
+                                (str(err), still_uncertain, msg.id)))
+                log.error("reply.delivery_failed", outbox_id=msg.id, status=err.status, attempts=msg.attempts)
+                events.append((msg, "failed", info))
+
+        def write(conn: sqlite3.Connection) -> None:
+            for sql, params in updates:
+                conn.execute(sql, params)
+
+        # Audit first: a crash between the two leaves the row inflight, so the restart asks the
+        # platform and records the delivery again (found_on_platform) rather than never.
+        await asyncio.gather(*(self._emit(*e) for e in events))
+        await self._db.run(write)
 
     async def _emit(self, msg: OutboundMessage, outcome: str, details: dict[str, Any]) -> None:
         if self._on_outcome is None:

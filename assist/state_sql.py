@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_conv ON outbox (tenant, conversation_id, id);
+-- Only undelivered rows: the worker's "no earlier message of this conversation waits" test stays
+-- an index probe however many delivered rows the table keeps.
+CREATE INDEX IF NOT EXISTS outbox_open ON outbox (tenant, conversation_id, id)
+    WHERE status IN ('pending', 'inflight');
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant TEXT NOT NULL,
     key TEXT NOT NULL,

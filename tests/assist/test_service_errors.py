@@ -161,12 +161,11 @@ async def test_one_log_line_per_request_with_request_id_and_never_the_token(svc:
         await svc.call("POST", "/v1/check", token=tok, json_body={"text": "不知道"},
                        headers={"X-Request-ID": "req-123"})
         await svc.call("POST", "/v1/check", json_body={"text": "x"}, headers={"Authorization": f"Bearer {tok}x"})
-    finished = [e for e in logs if e["event"] == "request.finished"]
-    assert len(finished) == 2
-    assert finished[0]["status"] == 200 and finished[0]["route"] == "/v1/check"
-    assert finished[1]["status"] == 401 and finished[1]["error"] == "invalid_token"
-    checked = [e for e in logs if e["event"] == "draft.checked"]
-    assert checked and checked[0]["rules"] == ["t-dont-know"] and "text" not in checked[0]
+    assert [e["event"] for e in logs] == ["draft.checked", "request.finished"]  # one line per request
+    checked, refused_line = logs
+    assert checked["status"] == 200 and checked["route"] == "/v1/check" and checked["rules"] == ["t-dont-know"]
+    assert checked["action"] == "rewrite" and checked["text_len"] == 3 and "text" not in checked
+    assert refused_line["status"] == 401 and refused_line["error"] == "invalid_token"
     assert tok not in repr(logs) and tok[:20] not in repr(logs)
 
 

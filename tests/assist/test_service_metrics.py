@@ -27,7 +27,8 @@ async def test_metrics_count_what_happened(svc: Service) -> None:
     for _ in range(200):
         status, text, headers = await svc.call("GET", "/metrics", token=auditor)
         m = samples(text)
-        if m.get(("assist_deliveries_total", (("outcome", "delivered"), ("platform", "demo"))), 0) == 1:
+        delivered = m.get(("assist_deliveries_total", (("outcome", "delivered"), ("platform", "demo"))), 0)
+        if delivered == 1 and m[("assist_outbox_depth", ())] == 0:
             break
         await asyncio.sleep(0.01)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
