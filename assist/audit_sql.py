@@ -23,7 +23,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "SqliteAuditBackend"]
+__all__ = ["COLUMNS", "FTS_DRIVE_MAX", "SqliteAuditBackend"]
+
+# Up to this many full-text candidates, a query is driven by their rowids (see _candidates).
+FTS_DRIVE_MAX = 5000
 
 # Column order of every row this module returns (and of the tuples `insert` takes, minus `id`).
 COLUMNS = (
@@ -228,18 +231,33 @@ class SqliteAuditBackend:
         finally:
             cur.close()
 
+    def _candidates(self, text: str | None) -> list[int] | None:
+        """Ids whose FTS trigrams contain all of `text`'s, when that is a short list; else None.
+
+        A short list drives the query by rowid (fast however rare the text); a long one means the
+        text is common, so scanning newest-first and confirming with LIKE fills a page quickly.
+        Building a huge candidate set first would cost more than it saves.
+        """
+        if not text or len(text) < 3:
+            return None
+        grams = {text[i:i + 3] for i in range(len(text) - 2)}
+        match = " AND ".join('"' + g.replace('"', '""') + '"' for g in sorted(grams))
+        ids = [r[0] for r in self._reader().execute(
+            "SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? LIMIT ?", (match, FTS_DRIVE_MAX + 1))]
+        return ids if len(ids) <= FTS_DRIVE_MAX else None
+
     def page(self, where: dict[str, Any], *, after: tuple[int, int] | None, limit: int) -> list[tuple[Any, ...]]:
-        """Records matching `where`, newest first, strictly after the keyset `after` (at, id)."""
-        sql, params = _page_sql(where, after, limit)
+        """Records matching `where`, newest first, strictly after the keyset `after` (at_us, id)."""
+        sql, params = _page_sql(where, after, limit, self._candidates(where.get("text")))
         return self._reader().execute(sql, params).fetchall()
 
     def count(self, where: dict[str, Any]) -> int:
         """How many records match `where` (for progress bars)."""
-        sql, params = _page_sql(where, None, -1)
+        sql, params = _page_sql(where, None, -1, self._candidates(where.get("text")))
         return self._reader().execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
 
     def explain(self, where: dict[str, Any], *, after: tuple[int, int] | None, limit: int) -> list[str]:
-        sql, params = _page_sql(where, after, limit)
+        sql, params = _page_sql(where, after, limit, self._candidates(where.get("text")))
         return [r[-1] for r in self._reader().execute("EXPLAIN QUERY PLAN " + sql, params)]
 
     def size_bytes(self) -> int:
@@ -255,7 +273,8 @@ class SqliteAuditBackend:
         self._w.close()
 
 
-def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int) -> tuple[str, list[Any]]:
+def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int,
+              candidates: list[int] | None) -> tuple[str, list[Any]]:
     """Build one keyset page query; `where` keys are AuditQuery field names (validated there)."""
     conds: list[str] = []
     params: list[Any] = []
@@ -289,12 +308,11 @@ def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int) 
         params.append(1 if where["overridden"] else 0)
     text = where.get("text")
     if text:
-        if len(text) >= 3:
-            # Candidates hold every third trigram of the text (and the last); LIKE below confirms.
-            grams = {text[i:i + 3] for i in range(0, len(text) - 2, 3)} | {text[-3:]}
-            conds.append("a.id IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ?)")
-            params.append(" AND ".join('"' + g.replace('"', '""') + '"' for g in sorted(grams)))
-        # trigram cannot index 1-2 characters: then LIKE alone scans, stopping at a full page.
+        if candidates is not None:
+            # Integers from the FTS index, inlined so the planner sees a short rowid list to drive by.
+            conds.append(f"a.id IN ({','.join(map(str, candidates)) or 'NULL'})")
+        # LIKE is the truth: it confirms FTS candidates (rows holding every trigram of the text,
+        # in any order, ASCII case folded) and alone scans newest-first for common or 1-2 char text.
         esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conds.append("(a.original_text LIKE ? ESCAPE '\\' OR a.final_text LIKE ? ESCAPE '\\')")
         params += [f"%{esc}%", f"%{esc}%"]
