@@ -105,9 +105,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     response.headers["X-Request-ID"] = request_id
     route = _route_name(request)
     elapsed = time.perf_counter() - started
-    metrics = request.app[METRICS]
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.latency.labels(route).observe(elapsed)
+    request.app[METRICS].observe_request(route, request.method, response.status, elapsed)
     principal = request.get(PRINCIPAL)
     fields = dict(request.get(LOG_FIELDS) or {})
     event = fields.pop("event", "request.finished")
@@ -229,10 +227,7 @@ def create_app(settings: Settings, *, clock: Any | None = None) -> web.Applicati
     app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_audit_ctx)
     setup_routes(app)
-    try:  # TEMP while the audit helper's routes are mid-edit; removed before the final commit
-        setup_audit_routes(app)
-    except ImportError:
-        log.warning('audit.routes_missing')
+    setup_audit_routes(app)
     setup_webhook_routes(app, chatwoot_enabled=settings.platform == "chatwoot")
     if settings.platform == "demo":
         setup_demo_routes(app)

@@ -5,6 +5,8 @@ Each app gets its own CollectorRegistry, so several apps in one process (tests) 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -35,6 +37,19 @@ class Metrics:
         self.outbox_depth = Gauge("assist_outbox_depth", "Replies accepted but not yet delivered", registry=r)
         self.inbound = Counter("assist_inbound_events", "Inbound platform events by source and kind",
                                ["source", "kind"], registry=r)
+
+        # labels() takes a lock and builds a key each call; the request path is hot, so keep the children.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request and record its latency."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def record_verdict(self, endpoint: str, action: str, violations: list[tuple[str, str]]) -> None:
         """Count one verdict and each of its (category, action) violations."""

@@ -207,3 +207,12 @@ async def test_history_from_conversation_state_reaches_the_guard(svc: Service) -
         "SELECT role, text FROM messages ORDER BY seq").fetchall())
     assert [(r["role"], r["text"]) for r in history] == [("customer", "在吗?我的快递到哪了"),
                                                         ("agent", "您好,在的")]
+
+
+async def test_auditor_reads_the_audit_trail_through_the_same_auth(svc: Service) -> None:
+    tok = svc.token()
+    await svc.call("POST", "/v1/check", token=tok, json_body={"text": "不知道"})
+    status, body, _ = await svc.call("GET", "/v1/audit", token=svc.token("auditor"))
+    assert status == 200, body
+    status, body, _ = await svc.call("GET", "/v1/audit", token=tok)
+    assert status == 403
