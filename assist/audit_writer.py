@@ -67,13 +67,23 @@ class AuditWriter:
                 continue
             try:
                 ids: list[Any] = self.store.append_prepared([p for p, _ in batch])
-            except Exception as exc:  # the batch rolled back: tell every caller, drop nothing silently
-                ids = [exc] * len(batch)
+            except Exception:
+                # The batch rolled back. Retry one record per transaction so one bad tenant (a
+                # chain that refuses to extend) fails only its own callers; each caller learns
+                # its own outcome and nothing is dropped silently.
+                ids = [self._one(p) for p, _ in batch]
             assert self._loop is not None
             try:
                 self._loop.call_soon_threadsafe(_settle, [f for _, f in batch], ids)
             except RuntimeError:  # loop closed: callers are gone, records are committed anyway
                 pass
+
+
+    def _one(self, prepared: Any) -> Any:
+        try:
+            return self.store.append_prepared([prepared])[0]
+        except Exception as exc:
+            return exc
 
 
 def _settle(futures: list[asyncio.Future[int]], results: list[Any]) -> None:

@@ -70,6 +70,19 @@ async def test_commit_failure_reaches_every_caller_of_the_batch(store):
     assert store.verify().ok
 
 
+async def test_a_refusing_tenant_fails_only_its_own_callers(store):
+    store.append(AuditEvent(tenant="broken", kind="send"))
+    store.backend._w.execute("DELETE FROM audit_head WHERE tenant = 'broken'")
+    writer = AuditWriter(store)
+    await writer.start()
+    events = [AuditEvent(tenant="broken" if i % 5 == 0 else "ok", kind="send") for i in range(50)]
+    results = await asyncio.gather(*(writer.append(e) for e in events), return_exceptions=True)
+    await writer.stop()
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == list(range(0, 50, 5))
+    assert store.verify("ok").ok and store.verify("ok").records == 40
+
+
 async def test_append_before_start_is_an_error(store):
     with pytest.raises(RuntimeError):
         await AuditWriter(store).append(AuditEvent(tenant="t1", kind="send"))
