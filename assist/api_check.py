@@ -76,8 +76,7 @@ async def check(request: web.Request) -> web.Response:
     app = request.app
     history: list[dict[str, str]] = []
     if body.conversation_id is not None:
-        await app[CONVERSATIONS].get(principal.tenant, body.conversation_id)
-        history = await app[CONVERSATIONS].history(principal.tenant, body.conversation_id)
+        _, history = await app[CONVERSATIONS].with_history(principal.tenant, body.conversation_id)
     verdict = app[GUARDS].check(principal.tenant, body.text, history)
     app[METRICS].record_verdict("check", verdict.action, [(v.category, v.action) for v in verdict.violations])
     audit_id = None

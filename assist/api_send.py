@@ -148,8 +148,7 @@ async def post_reply(request: web.Request) -> web.Response:
         stored = await convs.db.run(_stored, principal.tenant, body.idempotency_key)
         if stored is not None:
             return _replay(stored, rhash)
-    conv = await convs.get(principal.tenant, cid)
-    history = await convs.history(principal.tenant, cid)
+    conv, history = await convs.with_history(principal.tenant, cid)
     verdict = app[GUARDS].check(principal.tenant, body.text, history)
     app[METRICS].record_verdict("send", verdict.action, [(v.category, v.action) for v in verdict.violations])
     lib = app[GUARDS].library(principal.tenant)

@@ -137,6 +137,24 @@ class ConversationService:
                                        details=[{"conversation_id": cid, "tenant": tenant}])
         return Conversation.from_row(row)
 
+    async def with_history(self, tenant: str, cid: str) -> tuple[Conversation, list[dict[str, str]]]:
+        """The conversation and its last messages in one round trip (the send path's read)."""
+        limit = self._history
+
+        def read(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+            row = conn.execute("SELECT * FROM conversations WHERE tenant = ? AND id = ?", (tenant, cid)).fetchone()
+            if row is None:
+                return None, []
+            return row, conn.execute(
+                "SELECT role, text FROM messages WHERE tenant = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                (tenant, cid, limit)).fetchall()
+
+        row, rows = await self.db.run(read)
+        if row is None:
+            raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
+                                       details=[{"conversation_id": cid, "tenant": tenant}])
+        return Conversation.from_row(row), [{"role": r["role"], "text": r["text"]} for r in reversed(rows)]
+
     async def history(self, tenant: str, cid: str) -> list[dict[str, str]]:
         """The last messages, oldest first, in the shape the guard takes."""
         limit = self._history
