@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from .model import Message
 from .normalize import BOUNDARIES, Normalized
 
-__all__ = ["Context", "clause_bounds", "inside_quotes"]
+__all__ = ["SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
+
+# Marks that end a sentence; commas, colons and semicolons only end a clause.
+SENTENCE_ENDS = frozenset("。!?\n…")
 
 _OPEN = "“「『《‘"
 _CLOSE = "”」』》’"
@@ -34,13 +37,13 @@ class Context:
         return tuple(reversed(out))
 
 
-def clause_bounds(text: str, start: int, end: int) -> tuple[int, int]:
-    """The clause of the matching view that holds text[start:end]: between boundaries."""
+def clause_bounds(text: str, start: int, end: int, *, stops: frozenset[str] = BOUNDARIES) -> tuple[int, int]:
+    """The clause (or, with stops=SENTENCE_ENDS, the sentence) that holds text[start:end]."""
     cs = start
-    while cs > 0 and text[cs - 1] not in BOUNDARIES:
+    while cs > 0 and text[cs - 1] not in stops:
         cs -= 1
     ce = end
-    while ce < len(text) and text[ce] not in BOUNDARIES:
+    while ce < len(text) and text[ce] not in stops:
         ce += 1
     return cs, ce
 

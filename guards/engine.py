@@ -124,6 +124,11 @@ class Guard:
         if action == "rewrite":
             rewritten = apply_rewrites(text, (v for v in violations if v.action == "rewrite"))
             again = self._violations(rewritten, ctx)
+            if strictest([v.action for v in again]) == "rewrite" and all(v.severity == "non_fatal" for v in again):
+                # The fix itself needs a finishing touch (a long reply now missing its full
+                # stop): apply it, once.
+                rewritten = apply_rewrites(rewritten, (v for v in again if v.action == "rewrite"))
+                again = self._violations(rewritten, ctx)
             if rewritten == text or strictest([v.action for v in again]) in ("rewrite", "block"):
                 # No safe rewrite: the fixed draft still breaks a rule.
                 action, rewritten = "block", None

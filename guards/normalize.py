@@ -111,7 +111,8 @@ def _changing() -> re.Pattern[str]:
 
 
 _CHANGING = _changing()
-_REPEAT = re.compile(r"(.)\1+", re.S)
+# Digits are not collapsed: 400 and 40 are different numbers, not an evasion.
+_REPEAT = re.compile(r"([^0-9])\1+", re.S)
 
 
 def _fold_match(m: re.Match[str]) -> str:
@@ -175,7 +176,7 @@ class Normalized:
             if j in dropped:
                 continue
             ch = self.folded[i]
-            if ch == prev:
+            if ch == prev and not ch.isdigit():
                 # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
                 ends[-1] = i + 1
                 continue

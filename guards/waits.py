@@ -24,9 +24,10 @@ _WAIT = re.compile(
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
     r"(?:\s*半)?(?:钟)?))?"
 )
-# A duration before the wait word: 给我2分钟, 2分钟左右就好, 大约三分钟后回复您.
+# A duration before a reply verb: 2分钟后回复您, 大约三分钟给您答复. Hours are left out: "24小时内
+#给您回复" promises a follow-up, not a wait in the chat.
 _BEFORE = re.compile(
-    r"(?P<d>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
+    r"(?P<d>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
 )
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}

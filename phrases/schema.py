@@ -97,11 +97,14 @@ class Context(_Model):
     `before`: a word in the same clause, at most `window` characters before the match.
     `after`: a word starting at most `after_window` characters after the match, same clause.
     `clause`: a word anywhere in the same clause.
+    `sentence`: a word anywhere in the same sentence (clauses joined by commas), for context that
+    sits in the neighbouring clause: "为了给您预约上门安装,麻烦提供一下联系电话".
     """
 
     before: list[str] = []
     after: list[str] = []
     clause: list[str] = []
+    sentence: list[str] = []
     window: int = Field(8, ge=0, le=60)
     after_window: int = Field(2, ge=0, le=60)
 
@@ -142,7 +145,7 @@ class Rule(_Model):
         description="also match same-sounding characters and typed pinyin of the phrases; "
         "unset: on for phrases of 3+ Chinese characters",
     )
-    fuzzy: bool = Field(False, description="also match near variants (one character changed)")
+    fuzzy: bool = Field(False, description="also match near variants (one character changed) of phrases of 7+ characters")
     allow: Context | None = None
     replacement: str | None = None
     suggest: list[str] = []

@@ -15,7 +15,7 @@ from rapidfuzz import fuzz
 
 from phrases.schema import Context as Allow, Rule, SharedContext
 
-from ..context import Context, clause_bounds, inside_quotes
+from ..context import SENTENCE_ENDS, Context, clause_bounds, inside_quotes
 from ..model import Violation
 from ..normalize import BOUNDARIES, Normalized, fold_phrase
 from ..phonetic import close_enough, pinyin_view
@@ -25,6 +25,9 @@ __all__ = ["LexicalRules"]
 
 _ASCII_WORD = re.compile(r"[a-z0-9]")
 _LETTERS = re.compile(r"[a-z]{2}")
+
+
+_Folded = tuple[Allow, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 class LexicalRules:
@@ -42,11 +45,11 @@ class LexicalRules:
         ]
 
     @staticmethod
-    def _fold_context(allow: Allow | None) -> tuple[Allow, tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None:
+    def _fold_context(allow: Allow | None) -> _Folded | None:
         if allow is None:
             return None
         f = lambda words: tuple(w for w in (fold_phrase(x) for x in words) if w)  # noqa: E731
-        return allow, f(allow.before), f(allow.after), f(allow.clause)
+        return allow, f(allow.before), f(allow.after), f(allow.clause), f(allow.sentence)
 
     # -- matching -------------------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class LexicalRules:
     def allowed(self, ri: int, draft: Normalized, start: int, end: int) -> bool:
         """True when the context clears the candidate text[start:end] of rule `ri`."""
         text = draft.text
-        for allow, before, after, clause in self._contexts[ri]:
+        for allow, before, after, clause, sentence in self._contexts[ri]:
             cs, ce = clause_bounds(text, start, end)
             window = text[max(cs, start - allow.window) : start]
             if any(w in window for w in before):
@@ -151,6 +154,10 @@ class LexicalRules:
                 return True
             if clause and any(w in text[cs:ce] for w in clause):
                 return True
+            if sentence:
+                ss, se = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
+                if any(w in text[ss:se] for w in sentence):
+                    return True
         ostart, oend = draft.span(start, end)
         return inside_quotes(draft, ostart, oend)
 

@@ -97,7 +97,9 @@ def build_index(rules: list[Rule]) -> Index:
                     spelled = full_pinyin(key)
                     if spelled:
                         mixed.setdefault(spelled, []).append(Key(ri, "mixed pinyin", len(spelled), spelled, False, s, e))
-                if rule.fuzzy and kind == "phrase" and len(key) >= 5:
+                # One changed character flips the meaning of a short Chinese phrase (指什么意思 is not
+                # 你什么意思), so near variants are only sought for long ones.
+                if rule.fuzzy and kind == "phrase" and len(key) >= 7:
                     index.fuzzy.append((ri, key))
                     hints += [(key[j : j + 2], len(index.fuzzy) - 1) for j in range(len(key) - 1)]
         for pattern in rule.patterns:

@@ -224,3 +224,35 @@ def test_check_never_raises_and_offsets_stay_inside(mini, text, prior):
     if v.action == "rewrite":
         assert v.rewritten is not None
         assert mini.check(v.rewritten, history=history).action in ("pass", "warn")
+
+
+def test_rewrite_gets_its_finishing_punctuation(mini):
+    # The replacement makes the draft long enough to need a full stop: rewrite, not block.
+    v = mini.check("这款的活动规则我不知道")
+    assert v.action == "rewrite"
+    assert v.rewritten == "这款的活动规则这个问题我帮您确认一下。"
+
+
+def test_digits_are_not_collapsed():
+    assert guards.normalize("拨打400热线").text == "拨打400热线"
+    assert guards.normalize("1100元").text == "1100元"
+
+
+def test_follow_up_in_hours_is_not_a_wait():
+    assert guards.find_wait("您的投诉我已经受理,会在24小时内给您回复。") is None
+
+
+def test_sentence_scope_context(tmp_path):
+    data = {
+        "rules": [{
+            "id": "ask-phone", "category": "privacy_request", "severity": "fatal", "action": "block",
+            "source": "test", "phrases": ["联系电话"], "allow": {"sentence": ["预约上门"]}, "suggest": ["tpl"],
+        }],
+        "templates": [{"id": "tpl", "situation": "s", "text": "好的。"}],
+    }
+    path = tmp_path / "lib.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    g = guards.Guard(phrases.load_library(path))
+    assert g.check("为了给您预约上门安装,麻烦提供一下联系电话。").action == "pass"
+    assert g.check("麻烦提供一下联系电话。").action == "block"
+    assert g.check("为了给您预约上门安装。麻烦提供一下联系电话。").action == "block"
