@@ -20,7 +20,9 @@ from .base import violation
 __all__ = ["Punctuation"]
 
 # Two or more ! or ? in a row (mixed too: ?!) read as shouting or a challenge.
-_RUN = re.compile(r"[!?]{2,}")
+# Hidden characters between the marks (! !, ?\u200b?) do not make them one each.
+_RUN = re.compile(r"[!?](?:\x00*+[!?])+")
+_STOPS = re.compile(r"。(?:\x00*+。)+")
 # 。。。 is never a sentence end, so it is speechless wherever it stands; …… / ... are speechless
 # where they open or close a clause (……行吧 / 那好吧……), not as the hesitation inside a sentence
 # (这个……我帮您查一下), which reads differently.
@@ -51,7 +53,11 @@ class Punctuation:
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         folded, original = draft.folded, draft.original
         out: list[Violation] = []
-        if not any(x in folded for x in _SUSPECT_FOLDED) and not any(x in original for x in _SUSPECT_ORIGINAL):
+        if (
+            not any(x in folded for x in _SUSPECT_FOLDED)
+            and not any(x in original for x in _SUSPECT_ORIGINAL)
+            and not ("\x00" in folded and (_RUN.search(folded) or _STOPS.search(folded)))
+        ):
             body = original.rstrip()
             if len(body) >= self.min_length and not _ANY_PUNCT.search(original):
                 return [violation(self.rule, draft, len(body), len(body), "a long reply with no punctuation", replacement="。")]
@@ -62,6 +68,9 @@ class Punctuation:
             if original[m.start()] in "！？":
                 mark = {"?": "？", "!": "！"}[mark]
             out.append(violation(self.rule, draft, m.start(), m.end(), "repeated !/? reads as shouting", replacement=mark))
+        for m in _STOPS.finditer(folded):
+            if "\x00" in m.group():  # plain 。。 runs are handled on the original below
+                out.append(violation(self.rule, draft, m.start(), m.end(), "。。。 reads as speechless", replacement="。"))
         for m in _SPEECHLESS.finditer(original):
             # Leading dots are dropped; elsewhere one full stop takes their place.
             fix = "" if m.group("lead") else "。"

@@ -110,6 +110,8 @@ def test_repetition_against_agent_history(mini):
     "text, fixed",
     [
         pytest.param("好的!!", "好的!", id="double-bang"),
+        pytest.param("已经发货了! !", "已经发货了!", id="bangs-split-by-space"),
+        pytest.param("好的。\u200b。\u200b。我再问问。", "好的。我再问问。", id="stops-split-by-zero-width"),
         pytest.param("您确定吗？？", "您确定吗？", id="fullwidth-question-run"),
         pytest.param("好吧。。。", "好吧。", id="speechless-dots"),
         pytest.param("那好吧……", "那好吧。", id="speechless-ellipsis"),
