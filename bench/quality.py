@@ -127,6 +127,7 @@ def score(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict]) -> dic
     misses: list[dict[str, Any]] = []
     false_positives: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
+    off_label: list[dict[str, Any]] = []
     action_agree = 0
     for row, verdict in zip(rows, verdicts):
         expected = set(row["categories"])
@@ -140,6 +141,8 @@ def score(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict]) -> dic
             for c in expected:
                 cats[c]["expected"] += 1
                 cats[c]["caught"] += c in got
+            if got - expected:
+                off_label.append(_finding(row, verdict))
             if expected & got:
                 k["caught"] += 1
                 action_agree += verdict.action == row["action"]
@@ -169,6 +172,7 @@ def score(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict]) -> dic
         "misses": misses,
         "false_positives": false_positives,
         "warnings": warnings,
+        "off_label": off_label,
     }
 
 
@@ -212,7 +216,8 @@ def render(result: Mapping[str, Any], *, misses: bool = False) -> str:
         out.append(f"median check time: {result['check_ms_median']:.2f} ms")
     if misses:
         for title, items in (("MISSES", result["misses"]), ("FALSE POSITIVES", result["false_positives"]),
-                             ("WARNINGS ON NEGATIVES", result["warnings"])):
+                             ("WARNINGS ON NEGATIVES", result["warnings"]),
+                             ("OFF-LABEL CATEGORIES ON POSITIVE ROWS", result["off_label"])):
             out += ["", f"{title} ({len(items)})"]
             for f in items:
                 out.append(f"  {f['where']:<22} [{f['kind']}] expected={','.join(f['expected']) or '-'} "
@@ -229,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--library", help="phrase library (JSON file, folder or .txt word list); default zh-CN library")
     ap.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of *.jsonl corpus files")
-    ap.add_argument("--misses", action="store_true", help="list every miss, false positive and warning")
+    ap.add_argument("--misses", action="store_true",
+                    help="list every miss, false positive, warning and off-label category")
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = ap.parse_args(argv)
     rows = load_corpus(args.corpus)

@@ -133,6 +133,7 @@ def test_score_counts_recall_precision_and_false_positives() -> None:
     assert out["categories"]["wait_time"]["recall"] is None
     assert [m["where"] for m in out["misses"]] == ["f.jsonl:3", "f.jsonl:4"]
     assert [m["where"] for m in out["false_positives"]] == ["f.jsonl:5"]
+    assert [m["where"] for m in out["off_label"]] == ["f.jsonl:3"]
     assert out["action_agreement"] == 1.0
     assert "MISSES (2)" in quality.render(out, misses=True)
 
