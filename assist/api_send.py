@@ -145,7 +145,7 @@ async def post_reply(request: web.Request) -> web.Response:
     convs = app[CONVERSATIONS]
     rhash = _request_hash(cid, body.text, body.override_reason)
     if body.idempotency_key is not None:
-        stored = await convs.db.run(_stored, principal.tenant, body.idempotency_key)
+        stored = convs.db.read(_stored, principal.tenant, body.idempotency_key)
         if stored is not None:
             return _replay(stored, rhash)
     conv, history = await convs.with_history(principal.tenant, cid)

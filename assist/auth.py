@@ -96,7 +96,7 @@ class TokenStore:
         digest = _hash(token)
         found = self._cache.get(digest)
         if found is None:
-            row = await self._db.run(
+            row = self._db.read(
                 lambda c: c.execute("SELECT * FROM tokens WHERE hash = ? AND revoked = 0", (digest,)).fetchone()
             )
             if row is None:

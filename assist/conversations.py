@@ -130,7 +130,7 @@ class ConversationService:
 
     async def get(self, tenant: str, cid: str) -> Conversation:
         """The conversation, or ConversationNotFound."""
-        row = await self.db.run(lambda c: c.execute(
+        row = self.db.read(lambda c: c.execute(
             "SELECT * FROM conversations WHERE tenant = ? AND id = ?", (tenant, cid)).fetchone())
         if row is None:
             raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
@@ -149,7 +149,7 @@ class ConversationService:
                 "SELECT role, text FROM messages WHERE tenant = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
                 (tenant, cid, limit)).fetchall()
 
-        row, rows = await self.db.run(read)
+        row, rows = self.db.read(read)
         if row is None:
             raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
                                        details=[{"conversation_id": cid, "tenant": tenant}])
@@ -158,14 +158,14 @@ class ConversationService:
     async def history(self, tenant: str, cid: str) -> list[dict[str, str]]:
         """The last messages, oldest first, in the shape the guard takes."""
         limit = self._history
-        rows = await self.db.run(lambda c: c.execute(
+        rows = self.db.read(lambda c: c.execute(
             "SELECT role, text FROM messages WHERE tenant = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
             (tenant, cid, limit)).fetchall())
         return [{"role": r["role"], "text": r["text"]} for r in reversed(rows)]
 
     async def deliveries(self, tenant: str, cid: str) -> list[dict[str, Any]]:
         """Every outbox row of the conversation: what was sent and where it stands."""
-        rows = await self.db.run(lambda c: c.execute(
+        rows = self.db.read(lambda c: c.execute(
             "SELECT id, kind, text, status, attempts, last_error, platform_message_id, created_at, delivered_at"
             " FROM outbox WHERE tenant = ? AND conversation_id = ? ORDER BY id", (tenant, cid)).fetchall())
         return [dict(r) for r in rows]

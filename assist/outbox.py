@@ -121,7 +121,7 @@ class Outbox:
         return step / 2 + random.uniform(0, step / 2)
 
     async def depth(self) -> int:
-        row = await self._db.run(lambda c: c.execute(
+        row = self._db.read(lambda c: c.execute(
             "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'inflight')").fetchone())
         return int(row[0])
 

@@ -115,6 +115,10 @@ class StateDB:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
+        # Reads use their own connection on the event loop thread: a WAL reader sees every committed
+        # write and never waits behind the writer's fsync.
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -131,6 +135,10 @@ class StateDB:
                 raise
             conn.execute("COMMIT")
             return result
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read-only fn(conn, *args) now, on the calling thread (small indexed lookups only)."""
+        return fn(self._reader, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) on the state thread; its writes are committed when this returns."""
@@ -187,6 +195,7 @@ class StateDB:
             self._q.put(None)
             self._thread.join()
             self._thread = None
+        self._reader.close()
         self._conn.close()
 
 
