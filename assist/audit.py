@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .audit_mask import scrub_secrets
 from .audit_query import AuditPage, AuditQuery, AuditRecord, decode_cursor, encode_cursor
-from .audit_sql import SqliteAuditBackend
+from .audit_sql import FTS_BATCH, SqliteAuditBackend
 from .audit_writer import AuditWriter
 
 __all__ = [
@@ -95,8 +95,8 @@ def _text(value: Any, name: str) -> str | None:
     return scrub_secrets(_str(value, name))
 
 
-# A validated event, ready to chain: (tenant, content values, content_hash, tags, FTS body).
-Prepared = tuple[str, tuple[Any, ...], bytes, list[str], "str | None"]
+# A validated event, ready to chain: (tenant, content values, content_hash, tags).
+Prepared = tuple[str, tuple[Any, ...], bytes, list[str]]
 
 
 def _prepare(event: AuditEvent, now: float) -> Prepared:
@@ -127,9 +127,7 @@ def _prepare(event: AuditEvent, now: float) -> Prepared:
     )
     content_hash = hashlib.sha256(_ENCODE(values).encode()).digest()
     tags = [f"r:{r}" for r in dict.fromkeys(rule_ids)] + [f"c:{c}" for c in dict.fromkeys(categories)]
-    # Both texts in one FTS row, once when equal (a plain send); "\n" keeps trigrams from spanning them.
-    body = original if final is None or final == original else (final if original is None else f"{original}\n{final}")
-    return event.tenant, values, content_hash, tags, body
+    return event.tenant, values, content_hash, tags
 
 
 class AuditIntegrityError(RuntimeError):
@@ -157,6 +155,7 @@ class AuditStore:
         self.clock = clock
         self.backend = SqliteAuditBackend(self.path)
         self._wlock = threading.Lock()
+        self._fts_indexed = self.backend.fts_indexed()
 
     def prepare(self, event: AuditEvent) -> Prepared:
         """Validate an event now (raising ValueError/TypeError) so a writer batch cannot fail on it."""
@@ -179,14 +178,13 @@ class AuditStore:
         sha = hashlib.sha256
         rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[str, str, int, int]] = []
-        texts: list[tuple[int, str]] = []
         with self._wlock:
             b.begin()
             try:
                 rid = b.next_id()
                 first = rid
                 heads: dict[str, tuple[int, bytes]] = {}
-                for tenant, values, content_hash, tags, body in prepared:
+                for tenant, values, content_hash, tags in prepared:
                     head = heads.get(tenant)
                     if head is None:
                         head = self._tail(tenant)
@@ -195,20 +193,34 @@ class AuditStore:
                     rows.append((rid, seq, *values, content_hash, prev, hash_))
                     for tag in tags:
                         tag_rows.append((tenant, tag, values[1], rid))
-                    if body is not None:
-                        texts.append((rid, body))
                     if seq % every == 0:
                         b.checkpoint(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                     heads[tenant] = (seq, hash_)
                     rid += 1
-                b.insert_many(rows, tag_rows, texts)
+                b.insert_many(rows, tag_rows)
                 for tenant, (seq, hash_) in heads.items():
                     b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                 b.commit()
             except BaseException:
                 b.rollback()
                 raise
+            if rid - 1 - self._fts_indexed >= FTS_BATCH:
+                self._index_texts_locked(FTS_BATCH * 4)
         return list(range(first, rid))
+
+    def index_texts(self, *, limit: int = FTS_BATCH) -> int:
+        """Bring up to `limit` records into the full-text index; return how many (0: up to date).
+
+        Searches are exact without this (they scan the unindexed tail); indexing keeps them fast.
+        The writer calls it when idle and appends call it when FTS_BATCH records wait.
+        """
+        with self._wlock:
+            return self._index_texts_locked(limit)
+
+    def _index_texts_locked(self, limit: int) -> int:
+        n = self.backend.index_texts(limit)
+        self._fts_indexed = self.backend.fts_indexed()
+        return n
 
     def _tail(self, tenant: str) -> tuple[int, bytes]:
         """Where the tenant's chain continues: its signed head, checked with the key.

@@ -23,10 +23,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "FTS_DRIVE_MAX", "SqliteAuditBackend"]
+__all__ = ["COLUMNS", "FTS_BATCH", "FTS_DRIVE_MAX", "SqliteAuditBackend"]
 
 # Up to this many full-text candidates, a query is driven by their rowids (see _candidates).
 FTS_DRIVE_MAX = 5000
+# The FTS index is brought up to date once this many records wait (or when the writer is idle).
+FTS_BATCH = 2000
 
 # Column order of every row this module returns (and of the tuples `insert` takes, minus `id`).
 COLUMNS = (
@@ -58,12 +60,13 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash BLOB NOT NULL,
     hash BLOB NOT NULL
 );
--- Every listing is "newest first" within a tenant; each filter gets (tenant, column, at) so a
--- first page is an index range scan read backwards, never a sort of the whole table.
-CREATE INDEX IF NOT EXISTS audit_at ON audit(tenant, at_us);
-CREATE INDEX IF NOT EXISTS audit_actor ON audit(tenant, actor, at_us);
+-- Every listing is "newest first" within a tenant, read backwards along an index, never sorted.
+-- audit_time also carries kind and actor, so those filters are checked inside the index without
+-- touching the table: an agent's page is a short index-only walk. Appends land at its end (time
+-- grows), while a (tenant, actor, ...) index would dirty one leaf per active agent per commit and
+-- cost more than the rest of the schema together. Conversations are too selective for a walk.
+CREATE INDEX IF NOT EXISTS audit_time ON audit(tenant, at_us, kind, actor);
 CREATE INDEX IF NOT EXISTS audit_conv ON audit(tenant, conversation_id, at_us);
-CREATE INDEX IF NOT EXISTS audit_kind ON audit(tenant, kind, at_us);
 CREATE INDEX IF NOT EXISTS audit_overridden ON audit(tenant, at_us) WHERE overridden = 1;
 -- Rule ids and categories are lists; one row per value makes "rule r1" an index lookup.
 CREATE TABLE IF NOT EXISTS audit_tag (
@@ -73,12 +76,17 @@ CREATE TABLE IF NOT EXISTS audit_tag (
 -- trigram: Chinese has no spaces, so any 3+ character substring must be findable. Contentless
 -- (rowid = audit.id) with both texts in one column, once when they are equal: the log is
 -- append-only, so the index never has to delete, and half the trigrams are saved on plain sends.
+-- The index trails the log: rows above audit_meta 'fts_indexed' are not in it yet and searches
+-- scan them with LIKE. Indexing in batches of FTS_BATCH keeps FTS5's fixed per-transaction cost
+-- (a new segment per commit) off every append, which is what the durable send path waits for.
 -- detail=none keeps only rowids per trigram (no positions): a search ANDs the query's trigrams
 -- and confirms the substring on the row with LIKE, so positions would be paid for and unused.
 CREATE VIRTUAL TABLE IF NOT EXISTS audit_fts USING fts5(body, content='', tokenize='trigram', detail='none');
 -- Merge segments 16 at a time instead of 4: about half the insert cost (every commit adds a
 -- segment), for a query that reads a few more segments (still well under a millisecond).
 INSERT INTO audit_fts (audit_fts, rank) SELECT 'automerge', 16 WHERE NOT EXISTS (SELECT 1 FROM audit);
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('fts_indexed', 0);
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, mac BLOB NOT NULL,
     PRIMARY KEY (tenant, seq)
@@ -148,14 +156,38 @@ class SqliteAuditBackend:
         """The id the next record gets (ids are assigned here so a batch inserts with executemany)."""
         return (self._w.execute("SELECT max(id) FROM audit").fetchone()[0] or 0) + 1
 
-    def insert_many(self, rows: Sequence[Sequence[Any]], tags: Sequence[tuple[str, str, int, int]],
-                    texts: Sequence[tuple[int, str]]) -> None:
-        """Insert records (id, seq, then the content values and hashes), their tags and FTS bodies."""
+    def insert_many(self, rows: Sequence[Sequence[Any]], tags: Sequence[tuple[str, str, int, int]]) -> None:
+        """Insert records (id, seq, then the content values and hashes) and their tags."""
         self._w.executemany(_INSERT, rows)
         if tags:
             self._w.executemany("INSERT INTO audit_tag (tenant, tag, at_us, audit_id) VALUES (?,?,?,?)", tags)
-        if texts:
-            self._w.executemany("INSERT INTO audit_fts (rowid, body) VALUES (?,?)", texts)
+
+    def fts_indexed(self) -> int:
+        """The highest record id whose texts are in the FTS index."""
+        return self._w.execute("SELECT value FROM audit_meta WHERE key = 'fts_indexed'").fetchone()[0]
+
+    def index_texts(self, limit: int) -> int:
+        """Add up to `limit` not-yet-indexed records to the FTS index, in one transaction; return the count."""
+        self.begin()
+        try:
+            done = self.fts_indexed()
+            rows = self._w.execute(
+                "SELECT id, original_text, final_text FROM audit WHERE id > ? ORDER BY id LIMIT ?", (done, limit)
+            ).fetchall()
+            bodies = []
+            for rid, original, final in rows:
+                if original is not None or final is not None:
+                    # "\n" between the texts keeps a trigram from spanning both.
+                    bodies.append((rid, original if final is None or final == original else
+                                   final if original is None else f"{original}\n{final}"))
+            self._w.executemany("INSERT INTO audit_fts (rowid, body) VALUES (?,?)", bodies)
+            if rows:
+                self._w.execute("UPDATE audit_meta SET value = ? WHERE key = 'fts_indexed'", (rows[-1][0],))
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return len(rows)
 
     def checkpoint(self, tenant: str, seq: int, hash_: bytes, mac: bytes) -> None:
         self._w.execute(
@@ -231,20 +263,27 @@ class SqliteAuditBackend:
         finally:
             cur.close()
 
-    def _candidates(self, text: str | None) -> list[int] | None:
-        """Ids whose FTS trigrams contain all of `text`'s, when that is a short list; else None.
+    def _candidates(self, text: str | None) -> tuple[list[int], int] | None:
+        """FTS candidates for `text` and the index's high-water id, when the candidates are few.
 
-        A short list drives the query by rowid (fast however rare the text); a long one means the
-        text is common, so scanning newest-first and confirming with LIKE fills a page quickly.
-        Building a huge candidate set first would cost more than it saves.
+        Few candidates drive the query by rowid (fast however rare the text), together with the
+        unindexed tail above the high-water id. Many mean the text is common: scanning newest-first
+        with LIKE fills a page quickly, and building a huge candidate set would cost more than it
+        saves. Both are read in one snapshot so no record falls between them.
         """
         if not text or len(text) < 3:
             return None
         grams = {text[i:i + 3] for i in range(len(text) - 2)}
         match = " AND ".join('"' + g.replace('"', '""') + '"' for g in sorted(grams))
-        ids = [r[0] for r in self._reader().execute(
-            "SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? LIMIT ?", (match, FTS_DRIVE_MAX + 1))]
-        return ids if len(ids) <= FTS_DRIVE_MAX else None
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            high = conn.execute("SELECT value FROM audit_meta WHERE key = 'fts_indexed'").fetchone()[0]
+            ids = [r[0] for r in conn.execute(
+                "SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? LIMIT ?", (match, FTS_DRIVE_MAX + 1))]
+        finally:
+            conn.execute("COMMIT")
+        return (ids, high) if len(ids) <= FTS_DRIVE_MAX else None
 
     def page(self, where: dict[str, Any], *, after: tuple[int, int] | None, limit: int) -> list[tuple[Any, ...]]:
         """Records matching `where`, newest first, strictly after the keyset `after` (at_us, id)."""
@@ -274,7 +313,7 @@ class SqliteAuditBackend:
 
 
 def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int,
-              candidates: list[int] | None) -> tuple[str, list[Any]]:
+              candidates: tuple[list[int], int] | None) -> tuple[str, list[Any]]:
     """Build one keyset page query; `where` keys are AuditQuery field names (validated there)."""
     conds: list[str] = []
     params: list[Any] = []
@@ -309,8 +348,10 @@ def _page_sql(where: dict[str, Any], after: tuple[int, int] | None, limit: int,
     text = where.get("text")
     if text:
         if candidates is not None:
-            # Integers from the FTS index, inlined so the planner sees a short rowid list to drive by.
-            conds.append(f"a.id IN ({','.join(map(str, candidates)) or 'NULL'})")
+            # Integers from the FTS index, inlined so the planner sees a short rowid list to drive
+            # by, plus the records the index has not reached yet.
+            ids, high = candidates
+            conds.append(f"(a.id IN ({','.join(map(str, ids)) or 'NULL'}) OR a.id > {int(high)})")
         # LIKE is the truth: it confirms FTS candidates (rows holding every trigram of the text,
         # in any order, ASCII case folded) and alone scans newest-first for common or 1-2 char text.
         esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -7,10 +7,14 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 if TYPE_CHECKING:
     from .audit import AuditEvent, AuditStore
 
 __all__ = ["AuditWriter"]
+
+log = structlog.get_logger(__name__)
 
 
 class AuditWriter:
@@ -54,7 +58,16 @@ class AuditWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch = [self._q.get()]
+            try:
+                batch = [self._q.get_nowait()]
+            except queue.Empty:
+                # Idle: catch the full-text index up, a slice at a time so appends never wait long.
+                try:
+                    if self.store.index_texts(limit=500):
+                        continue
+                except Exception:  # searches stay exact without the index (they scan the tail)
+                    log.exception("audit.fts_index_failed")
+                batch = [self._q.get()]
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._q.get_nowait())

@@ -214,3 +214,24 @@ def test_invalid_events_are_refused_and_nothing_is_written(store, event):
     with pytest.raises((ValueError, TypeError)):
         store.append_many([AuditEvent(tenant="t1", kind="send"), event])
     assert store.query(AuditQuery()).records == []
+
+
+def test_full_text_index_trails_the_log_and_searches_stay_exact(store):
+    ids = store.append_many([AuditEvent(tenant="t1", kind="send", original_text=f"第{i}号蓝牙耳机退货") for i in range(30)])
+    assert store.backend.fts_indexed() == 0  # fewer than FTS_BATCH waiting: not indexed yet
+    q = AuditQuery(tenant="t1", text="号蓝牙耳机", limit=100)
+    assert [r.id for r in store.query(q).records] == ids[::-1]  # found by scanning the tail
+    assert store.index_texts() == 30 and store.backend.fts_indexed() == ids[-1]
+    more = store.append_many([AuditEvent(tenant="t1", kind="send", original_text="新的蓝牙耳机订单")])
+    # Now the FTS candidates drive the query, and the unindexed newest record still shows.
+    candidates, high = store.backend._candidates("蓝牙耳机")
+    assert sorted(candidates) == ids and high == ids[-1]
+    assert [r.id for r in store.query(q.replace(text="蓝牙耳机")).records] == more + ids[::-1]
+    assert store.query(q.replace(text="耳机退货号")).records == []  # trigrams all present, substring not
+
+
+def test_appends_index_texts_once_a_batch_is_waiting(store):
+    from assist.audit_sql import FTS_BATCH
+
+    store.append_many([AuditEvent(tenant="t1", kind="send", original_text="大批量的记录")] * (FTS_BATCH + 5))
+    assert store.backend.fts_indexed() == FTS_BATCH + 5

@@ -83,6 +83,19 @@ async def test_a_refusing_tenant_fails_only_its_own_callers(store):
     assert store.verify("ok").ok and store.verify("ok").records == 40
 
 
+async def test_idle_writer_catches_the_text_index_up(store):
+    writer = AuditWriter(store)
+    await writer.start()
+    ids = await asyncio.gather(*(writer.append(AuditEvent(tenant="t1", kind="send", original_text=f"空闲时建索引{i}"))
+                                 for i in range(40)))
+    for _ in range(500):  # the writer thread indexes when its queue runs dry; wait for that, not for a time
+        if store.backend.fts_indexed() == max(ids):
+            break
+        await asyncio.sleep(0.01)
+    await writer.stop()
+    assert store.backend.fts_indexed() == max(ids)
+
+
 async def test_append_before_start_is_an_error(store):
     with pytest.raises(RuntimeError):
         await AuditWriter(store).append(AuditEvent(tenant="t1", kind="send"))
