@@ -20,6 +20,7 @@ from .api import json_response, tenant_policy
 from .api_keys import SETTINGS
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditQuery
 from .audit_export import FORMATS, content_type, csv_header, render
+from .audit_mask import mask_text
 from .audit_query import QueryError
 from .auth import Principal, require_role
 from .errors import BadRequest, Forbidden
@@ -69,6 +70,11 @@ def _query(request: web.Request, *, export: bool = False) -> tuple[Principal, Au
         q = AuditQuery.from_params(params, tz=policy.timezone)
     except QueryError as err:
         raise _bad_query(err) from None
+    if q.text and not keep and mask_text(q.text) != q.text:
+        # Search runs over the stored originals: looking up a full phone or card number would
+        # reveal who sent it even though every result shows it masked.
+        raise Forbidden("query parameter text: holds customer data this tenant masks (phone, ID, card or address)",
+                        code="masked_search", details=[{"loc": "text", "message": "masked customer data"}])
     return principal, q, keep, ZoneInfo(policy.timezone)
 
 

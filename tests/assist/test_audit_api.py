@@ -81,6 +81,7 @@ async def test_cursor_pages_cover_everything_once_while_records_arrive(svc: Serv
         pytest.param("overridden=perhaps", 400, "invalid_query", id="bad-bool"),
         pytest.param("keep_original=true", 403, "originals_not_allowed", id="policy-masks"),
         pytest.param("tenant=acme", 403, "forbidden", id="other-tenant"),
+        pytest.param("text=13812345678", 403, "masked_search", id="search-for-masked-phone"),
     ],
 )
 async def test_bad_queries_get_precise_errors(svc: Service, query: str, status: int, code: str) -> None:
