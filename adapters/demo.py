@@ -27,6 +27,7 @@ class DemoPlatform:
         self._transcripts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._delivered: dict[int, str] = {}
         self._count = 0
+        self._file: Any = None
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
@@ -39,10 +40,17 @@ class DemoPlatform:
             self._delivered[int(entry["outbox_id"])] = entry["message_id"]
 
     def _append(self, entry: dict[str, Any]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._path.open("a", encoding="utf-8")
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()  # the transcript survives a killed process
         self._remember(entry)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def transcript(self, tenant: str, cid: str) -> list[dict[str, Any]] | None:
         """Everything said in the conversation, oldest first; None if it never started."""

@@ -8,6 +8,7 @@ settings.platform; adapters translate and deliver, the routes that receive their
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -48,6 +49,9 @@ log = structlog.get_logger("assist.app")
 # Routes a webhook sender calls: Chatwoot cannot set headers, so its token may ride in the query.
 _QUERY_TOKEN_PREFIX = "/v1/webhooks/"
 _PUBLIC = {"/healthz"}
+# Request ids: a per-process random prefix and a counter, unique without a syscall per request.
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count(1)
 
 
 class _WallClock:
@@ -79,7 +83,7 @@ def _as_assist_error(exc: web.HTTPException, request: web.Request) -> AssistErro
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """The one place errors become JSON: request id, canonical log line, metrics, refusal audit."""
-    request_id = request.headers.get("X-Request-ID", "")[:64] or os.urandom(8).hex()
+    request_id = request.headers.get("X-Request-ID", "")[:64] or f"{_ID_PREFIX}-{next(_ids):x}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     cid = request.match_info.get("conversation_id")
@@ -191,6 +195,7 @@ async def _platform_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DEMO] = platform
         app[DELIVERER] = platform
         yield
+        platform.close()
         return
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.delivery_timeout_s))
     if settings.platform == "chatwoot":
