@@ -11,6 +11,7 @@ One Chatwoot account per tenant: the webhook's platform token names the tenant.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +31,7 @@ _MESSAGE_TYPES = {0: "incoming", 1: "outgoing", 2: "activity", 3: "template"}
 def _parse_time(value: Any, fallback: float) -> float:
     """Chatwoot timestamps: ISO-8601 with Z, "YYYY-MM-DD HH:MM:SS UTC", or epoch seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value) if math.isfinite(value) and 0 <= value < 1e11 else fallback
     if isinstance(value, str) and value:
         text = value.strip().replace(" UTC", "+00:00").replace("Z", "+00:00")
         try:

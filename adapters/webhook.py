@@ -36,7 +36,7 @@ class GenericEvent(BaseModel):
     text: StrictStr | None = Field(None, max_length=20_000)
     agent_id: StrictStr | None = Field(None, max_length=128)
     message_id: StrictStr | None = Field(None, max_length=128)
-    at: float | None = None
+    at: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)  # epoch seconds
     delivery_id: StrictStr | None = Field(None, min_length=1, max_length=128)
     platform_ref: dict[str, Any] = {}
 

@@ -8,6 +8,7 @@ settings.platform; adapters translate and deliver, the routes that receive their
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
@@ -37,7 +38,7 @@ from .errors import AssistError, MethodNotAllowed, PayloadTooLarge, RouteNotFoun
 from .events import EventBus
 from .metrics import Metrics
 from .outbox import OutboundMessage, Outbox
-from .state_sql import StateDB
+from .state_sql import StateDB, prune
 
 __all__ = [
     "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "METRICS", "OUTBOX",
@@ -146,12 +147,31 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return await handler(request)
 
 
+async def _housekeeping(app: web.Application) -> None:
+    """Once an hour, drop dedupe ids and idempotency keys older than dedupe_retention_h."""
+    while True:
+        before = app[CLOCK].now() - app[SETTINGS].dedupe_retention_h * 3600
+        try:
+            removed = await app[STATE_DB].run(prune, before)
+            if removed:
+                log.info("state.pruned", rows=removed)
+        except Exception:
+            log.exception("state.prune_failed")
+        await asyncio.sleep(3600)
+
+
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     db = StateDB(settings.state_db)
     app[STATE_DB] = db
     app[TOKENS] = TokenStore(db, clock=app[CLOCK].now)
+    task = asyncio.create_task(_housekeeping(app), name="state-housekeeping")
     yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
     db.close()
 
 

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     # After this many failed tries (about an hour with the defaults) a reply is reported failed.
     delivery_max_attempts: int = Field(60, ge=1, le=10_000)
 
+    # Delivery ids of inbound webhooks and idempotency keys of replies are kept this long: platform
+    # retries come within minutes (Chatwoot: 3 tries, 3 s apart), a client retry within hours.
+    dedupe_retention_h: int = Field(168, ge=1, le=24 * 365)
+
     audit_hmac_key: SecretStr = SecretStr(PLACEHOLDER)
     audit_checkpoint_every: int = Field(1000, ge=1)
     # Conversation history handed to the guard (repetition, repeated closing): the last N messages.

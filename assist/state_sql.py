@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["SCHEMA", "StateDB"]
+__all__ = ["SCHEMA", "StateDB", "prune"]
 
 T = TypeVar("T")
 
@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS inbound_seen (
     PRIMARY KEY (source, delivery_id)
 );
 """
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Forget inbound delivery ids and idempotency keys recorded before `before`; return rows removed."""
+    removed = conn.execute("DELETE FROM inbound_seen WHERE at < ?", (before,)).rowcount
+    removed += conn.execute("DELETE FROM idempotency WHERE created_at < ?", (before,)).rowcount
+    return removed
 
 
 class StateDB:

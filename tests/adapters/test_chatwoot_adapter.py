@@ -55,6 +55,13 @@ def test_timestamps_in_both_documented_formats_and_account_reference() -> None:
     assert outgoing.at == 1583240757.0  # "2020-03-03 13:05:57 UTC"
 
 
+@pytest.mark.parametrize("created_at", [float("nan"), float("inf"), -1, "not a date", None, True],
+                         ids=["nan", "inf", "negative", "garbage", "null", "bool"])
+def test_unusable_timestamps_fall_back_to_now(created_at: object) -> None:
+    body = load("message_created_incoming") | {"created_at": created_at}
+    assert parse_webhook(body, now=NOW)[0][0].at == NOW
+
+
 def test_integer_message_type_and_missing_timestamp() -> None:
     body = load("message_created_incoming") | {"message_type": 0}
     del body["created_at"]

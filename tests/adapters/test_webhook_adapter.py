@@ -56,8 +56,11 @@ def test_parse_generic_events() -> None:
                                   {"event": "customer_message", "conversation_id": "g"},
                                   {"event": "customer_message", "conversation_id": "g", "text": "  "},
                                   {"event": "opened", "conversation_id": 5},
-                                  {"event": "opened", "conversation_id": "g", "extra": 1}],
-                         ids=["unknown-event", "no-conversation", "no-text", "blank-text", "int-id", "extra"])
+                                  {"event": "opened", "conversation_id": "g", "extra": 1},
+                                  {"event": "opened", "conversation_id": "g", "at": float("nan")},
+                                  {"event": "opened", "conversation_id": "g", "at": -5}],
+                         ids=["unknown-event", "no-conversation", "no-text", "blank-text", "int-id", "extra", "nan-time",
+                              "negative-time"])
 def test_parse_generic_refuses(body: dict) -> None:
     with pytest.raises(PayloadError) as info:
         parse_generic(body)

@@ -216,3 +216,15 @@ async def test_auditor_reads_the_audit_trail_through_the_same_auth(svc: Service)
     assert status == 200, body
     status, body, _ = await svc.call("GET", "/v1/audit", token=tok)
     assert status == 403
+
+
+async def test_old_idempotency_keys_are_pruned_after_the_retention(svc: Service) -> None:
+    from assist.app import STATE_DB
+    from assist.state_sql import prune
+
+    tok = svc.token()
+    await open_conversation(svc, tok)
+    await svc.call("POST", "/v1/conversations/c1/replies", token=tok, json_body={"text": "您好", "idempotency_key": "k"})
+    db = svc.app[STATE_DB]
+    assert await db.run(prune, svc.clock.now() - 3600) == 0
+    assert await db.run(prune, svc.clock.now() + 1) == 1  # the idempotency key
