@@ -178,6 +178,7 @@ class AuditStore:
         sha = hashlib.sha256
         rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[str, str, int, int]] = []
+        facets: dict[tuple[str, str], list[int]] = {}
         with self._wlock:
             b.begin()
             try:
@@ -191,13 +192,21 @@ class AuditStore:
                     seq, prev = head[0] + 1, head[1]
                     hash_ = sha(prev + content_hash).digest()
                     rows.append((rid, seq, *values, content_hash, prev, hash_))
+                    at_us = values[1]
                     for tag in tags:
-                        tag_rows.append((tenant, tag, values[1], rid))
+                        tag_rows.append((tenant, tag, at_us, rid))
+                    for facet in (f"k:{values[2]}", f"a:{values[3]}" if values[3] is not None else None):
+                        if facet is not None:
+                            span = facets.get((tenant, facet))
+                            if span is None:
+                                facets[(tenant, facet)] = [at_us, at_us, 1]
+                            else:
+                                span[0], span[1], span[2] = min(span[0], at_us), max(span[1], at_us), span[2] + 1
                     if seq % every == 0:
                         b.checkpoint(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                     heads[tenant] = (seq, hash_)
                     rid += 1
-                b.insert_many(rows, tag_rows)
+                b.insert_many(rows, tag_rows, [(t, f, *span) for (t, f), span in facets.items()])
                 for tenant, (seq, hash_) in heads.items():
                     b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                 b.commit()

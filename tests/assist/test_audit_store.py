@@ -235,3 +235,13 @@ def test_appends_index_texts_once_a_batch_is_waiting(store):
 
     store.append_many([AuditEvent(tenant="t1", kind="send", original_text="大批量的记录")] * (FTS_BATCH + 5))
     assert store.backend.fts_indexed() == FTS_BATCH + 5
+
+
+def test_actor_and_kind_spans_follow_out_of_order_times(store):
+    store.append_many([AuditEvent(tenant="t1", kind="send", actor="agent:x", at=T0 + 5000)])
+    store.append_many([AuditEvent(tenant="t1", kind="send", actor="agent:x", at=T0 + 10),  # an older event, late
+                       AuditEvent(tenant="t1", kind="note", actor="agent:y", at=T0 + 9000)])
+    assert [r.at for r in store.query(AuditQuery(tenant="t1", actor="agent:x")).records] == [T0 + 5000, T0 + 10]
+    assert [r.at for r in store.query(AuditQuery(tenant="t1", kind="note")).records] == [T0 + 9000]
+    assert store.query(AuditQuery(tenant="t1", actor="agent:nobody")).records == []
+    assert store.query(AuditQuery(tenant="t2", actor="agent:x")).records == []
