@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from .audit_mask import scrub_secrets
@@ -44,6 +45,7 @@ __all__ = [
     "setup_audit_routes",
 ]
 
+log = structlog.get_logger(__name__)
 GENESIS = bytes(32)  # prev_hash of a tenant's first record
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # details are free-form: keys sorted so equal dicts store equal text; unknown types become str.
@@ -214,7 +216,10 @@ class AuditStore:
                 b.rollback()
                 raise
             if rid - 1 - self._fts_indexed >= FTS_BATCH:
-                self._index_texts_locked(FTS_BATCH * 4)
+                try:
+                    self._index_texts_locked(FTS_BATCH * 4)
+                except Exception:  # the records are committed; only search speed waits for the index
+                    log.exception("audit.fts_index_failed")
         return list(range(first, rid))
 
     def index_texts(self, *, limit: int = FTS_BATCH) -> int:

@@ -161,7 +161,8 @@ class SqliteAuditBackend:
 
     def next_id(self) -> int:
         """The id the next record gets (ids are assigned here so a batch inserts with executemany)."""
-        return (self._w.execute("SELECT max(id) FROM audit").fetchone()[0] or 0) + 1
+        # Never below the text index's high-water mark: ids are not reused even if rows were cut off.
+        return max(self._w.execute("SELECT max(id) FROM audit").fetchone()[0] or 0, self.fts_indexed()) + 1
 
     def insert_many(self, rows: Sequence[Sequence[Any]], tags: Sequence[tuple[str, str, int, int]],
                     facets: Sequence[tuple[str, str, int, int, int]]) -> None:
