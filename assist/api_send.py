@@ -120,7 +120,8 @@ def _accept(
     if key is not None:
         conn.execute("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?)",
                      (conv.tenant, key, conv.id, request_hash, 202, json.dumps(response, ensure_ascii=False), now))
-    return "accepted", response
+    fresh = conn.execute("SELECT * FROM conversations WHERE tenant = ? AND id = ?", (conv.tenant, conv.id)).fetchone()
+    return "accepted", (response, fresh, [{"role": "agent", "text": body} for _, body in messages])
 
 
 def _greeting(policy: TenantPolicy, lib: Any, principal: Principal, conv: Conversation, text: str) -> str | None:
@@ -199,6 +200,8 @@ async def post_reply(request: web.Request) -> web.Response:
         response=response, now=now))
     if outcome == "replay":
         return _replay(result, rhash)
+    result, fresh, added = result
+    convs.remember(fresh, added)
     records = [AuditEvent(**base, kind=kind, final_text=result["text"], reason=reason,
                           details={"outbox_ids": result["outbox_ids"], "idempotency_key": body.idempotency_key})]
     if result["greeting"]:
@@ -250,8 +253,11 @@ async def close_conversation(request: web.Request) -> web.Response:
         text = lib.closings.question + lib.closings.text
     question_markers = [lib.closings.question, "还有其他问题", "其他问题"]
     now = app[CLOCK].now()
-    status, oid = await app[CONVERSATIONS].db.run(
-        _close, conv, text, (question_markers, lib.closings.markers), now)
+    try:
+        status, oid = await app[CONVERSATIONS].db.run(
+            _close, conv, text, (question_markers, lib.closings.markers), now)
+    finally:
+        app[CONVERSATIONS].forget(principal.tenant, cid)  # closing is rare: re-read next time
     if status == "sent":
         await app[AUDIT_WRITER].append(AuditEvent(tenant=principal.tenant, kind="closing", actor=principal.actor,
                                                   conversation_id=cid, action="sent", final_text=text,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -116,6 +117,7 @@ def _apply(conn: sqlite3.Connection, inbound: InboundEvent) -> None:
 
 
 PostHocCheck = Callable[[InboundEvent], Awaitable[None]]
+_CACHE_SIZE = 10_000
 
 
 class ConversationService:
@@ -127,18 +129,23 @@ class ConversationService:
         self._bus = bus
         self._history = history_messages
         self.post_hoc_check: PostHocCheck | None = None
+        # Conversation rows and recent history, kept in step with every write this process makes
+        # (one process owns a data dir): the send path reads them without touching SQLite.
+        self._cache: dict[tuple[str, str], tuple[Conversation, deque[dict[str, str]]]] = {}
+
+    def _not_found(self, tenant: str, cid: str) -> ConversationNotFound:
+        return ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
+                                    details=[{"conversation_id": cid, "tenant": tenant}])
 
     async def get(self, tenant: str, cid: str) -> Conversation:
         """The conversation, or ConversationNotFound."""
-        row = self.db.read(lambda c: c.execute(
-            "SELECT * FROM conversations WHERE tenant = ? AND id = ?", (tenant, cid)).fetchone())
-        if row is None:
-            raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
-                                       details=[{"conversation_id": cid, "tenant": tenant}])
-        return Conversation.from_row(row)
+        return (await self.with_history(tenant, cid))[0]
 
     async def with_history(self, tenant: str, cid: str) -> tuple[Conversation, list[dict[str, str]]]:
-        """The conversation and its last messages in one round trip (the send path's read)."""
+        """The conversation and its last messages (cached; the send path's one read)."""
+        cached = self._cache.get((tenant, cid))
+        if cached is not None:
+            return cached[0], list(cached[1])
         limit = self._history
 
         def read(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
@@ -151,17 +158,31 @@ class ConversationService:
 
         row, rows = self.db.read(read)
         if row is None:
-            raise ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
-                                       details=[{"conversation_id": cid, "tenant": tenant}])
-        return Conversation.from_row(row), [{"role": r["role"], "text": r["text"]} for r in reversed(rows)]
+            raise self._not_found(tenant, cid)
+        conv = Conversation.from_row(row)
+        history = deque(({"role": r["role"], "text": r["text"]} for r in reversed(rows)), maxlen=limit)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))  # oldest entry first
+        self._cache[(tenant, cid)] = (conv, history)
+        return conv, list(history)
+
+    def remember(self, row: sqlite3.Row, messages: list[dict[str, str]]) -> None:
+        """After a committed write: the conversation's new row and the messages it added."""
+        key = (row["tenant"], row["id"])
+        cached = self._cache.get(key)
+        if cached is not None:
+            cached[1].extend(messages)
+            self._cache[key] = (Conversation.from_row(row), cached[1])
+
+    def forget(self, tenant: str, cid: str) -> None:
+        self._cache.pop((tenant, cid), None)
 
     async def history(self, tenant: str, cid: str) -> list[dict[str, str]]:
-        """The last messages, oldest first, in the shape the guard takes."""
-        limit = self._history
-        rows = self.db.read(lambda c: c.execute(
-            "SELECT role, text FROM messages WHERE tenant = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
-            (tenant, cid, limit)).fetchall())
-        return [{"role": r["role"], "text": r["text"]} for r in reversed(rows)]
+        """The last messages, oldest first, in the shape the guard takes ([] for an unknown conversation)."""
+        try:
+            return (await self.with_history(tenant, cid))[1]
+        except ConversationNotFound:
+            return []
 
     async def deliveries(self, tenant: str, cid: str) -> list[dict[str, Any]]:
         """Every outbox row of the conversation: what was sent and where it stands."""
@@ -176,7 +197,10 @@ class ConversationService:
         if inbound.post_hoc and ev.kind == "agent_message" and self.post_hoc_check is not None:
             # Checked against the history before this message, as if it had been a draft.
             await self.post_hoc_check(inbound)
-        await self.db.run(_apply, inbound)
+        try:
+            await self.db.run(_apply, inbound)
+        finally:
+            self.forget(ev.tenant, ev.conversation_id)
         if ev.kind == "customer_message":
             record = AuditEvent(tenant=ev.tenant, kind="customer_message", actor=actor,
                                 conversation_id=ev.conversation_id, original_text=ev.text, at=ev.at,

@@ -228,3 +228,29 @@ async def test_old_idempotency_keys_are_pruned_after_the_retention(svc: Service)
     db = svc.app[STATE_DB]
     assert await db.run(prune, svc.clock.now() - 3600) == 0
     assert await db.run(prune, svc.clock.now() + 1) == 1  # the idempotency key
+
+
+async def test_cached_conversation_state_matches_the_database_after_every_kind_of_write(svc: Service) -> None:
+    from assist.app import CONVERSATIONS, STATE_DB
+    from assist.conversations import Conversation
+
+    tok = svc.token()
+    await open_conversation(svc, tok)
+    service = svc.app[CONVERSATIONS]
+
+    async def same() -> None:
+        cached, history = await service.with_history("default", "c1")
+        row = svc.app[STATE_DB].read(lambda c: c.execute("SELECT * FROM conversations WHERE id = 'c1'").fetchone())
+        rows = svc.app[STATE_DB].read(lambda c: c.execute(
+            "SELECT role, text FROM messages WHERE conversation_id = 'c1' ORDER BY seq").fetchall())
+        assert cached == Conversation.from_row(row)
+        assert history == [{"role": r["role"], "text": r["text"]} for r in rows][-svc.settings.history_messages:]
+
+    await same()
+    for text in ["您好,在的", "请稍等", "好的"]:
+        await svc.call("POST", "/v1/conversations/c1/replies", token=tok, json_body={"text": text})
+        await same()
+    await svc.call("POST", "/demo/customer/c1", token=tok, json_body={"text": "谢谢"})
+    await same()
+    await svc.call("POST", "/v1/conversations/c1/close", token=tok)
+    await same()
