@@ -47,6 +47,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 GENESIS = bytes(32)  # prev_hash of a tenant's first record
+_HOUR_US = 3_600_000_000
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # details are free-form: keys sorted so equal dicts store equal text; unknown types become str.
 _DETAILS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str).encode
@@ -86,6 +87,10 @@ def checkpoint_mac(key: bytes, tenant: str, seq: int, hash_: bytes) -> bytes:
     return hmac.new(key, f"{tenant}|{seq}|{hash_.hex()}".encode(), hashlib.sha256).digest()
 
 
+def _opt_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
 def _str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -111,24 +116,27 @@ def _prepare(event: AuditEvent, now: float) -> Prepared:
         raise ValueError("AuditEvent.tenant must be a non-empty str")
     if not isinstance(event.kind, str) or not event.kind:
         raise ValueError("AuditEvent.kind must be a non-empty str")
-    rule_ids = [str(r) for r in event.rule_ids]
-    categories = [str(c) for c in event.categories]
+    rule_ids = [str(r) for r in event.rule_ids] if event.rule_ids else []
+    categories = [str(c) for c in event.categories] if event.categories else []
     details = event.details
     if not isinstance(details, dict):
         raise TypeError(f"AuditEvent.details must be a dict, not {type(details).__name__}")
-    overridden = int(
-        event.kind == "override" or bool(details.get("override_reason")) or bool(details.get("overridden"))
-    )
+    overridden = int(event.kind == "override" or (bool(details) and bool(
+        details.get("override_reason") or details.get("overridden"))))
     at_us = round((event.at if event.at is not None else now) * 1_000_000)
-    original, final = _text(event.original_text, "original_text"), _text(event.final_text, "final_text")
+    actor, conversation_id, action = event.actor, event.conversation_id, event.action
+    if not (_opt_str(actor) and _opt_str(conversation_id) and _opt_str(action)):
+        for name in ("actor", "conversation_id", "action"):
+            _str(getattr(event, name), name)
     values = (
-        event.tenant, at_us, event.kind, _str(event.actor, "actor"),
-        _str(event.conversation_id, "conversation_id"), _str(event.action, "action"),
+        event.tenant, at_us, event.kind, actor, conversation_id, action,
         _ENCODE(rule_ids) if rule_ids else "[]", _ENCODE(categories) if categories else "[]", overridden,
-        original, final, _text(event.reason, "reason"), scrub_secrets(_DETAILS(details)) if details else "{}",
+        _text(event.original_text, "original_text"), _text(event.final_text, "final_text"),
+        _text(event.reason, "reason"), scrub_secrets(_DETAILS(details)) if details else "{}",
     )
     content_hash = hashlib.sha256(_ENCODE(values).encode()).digest()
-    tags = [f"r:{r}" for r in dict.fromkeys(rule_ids)] + [f"c:{c}" for c in dict.fromkeys(categories)]
+    tags = ([f"r:{r}" for r in dict.fromkeys(rule_ids)] + [f"c:{c}" for c in dict.fromkeys(categories)]
+            if rule_ids or categories else [])
     return event.tenant, values, content_hash, tags
 
 
@@ -158,6 +166,8 @@ class AuditStore:
         self.backend = SqliteAuditBackend(self.path)
         self._wlock = threading.Lock()
         self._fts_indexed = self.backend.fts_indexed()
+        # Hour spans of actors and kinds known to be stored (see audit_facet in audit_sql.py).
+        self._spans: dict[tuple[str, str], tuple[int, int]] = {}
 
     def prepare(self, event: AuditEvent) -> Prepared:
         """Validate an event now (raising ValueError/TypeError) so a writer batch cannot fail on it."""
@@ -180,7 +190,8 @@ class AuditStore:
         sha = hashlib.sha256
         rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[str, str, int, int]] = []
-        facets: dict[tuple[str, str], list[int]] = {}
+        spans = self._spans
+        grown: dict[tuple[str, str], tuple[int, int]] = {}
         with self._wlock:
             b.begin()
             try:
@@ -197,24 +208,26 @@ class AuditStore:
                     at_us = values[1]
                     for tag in tags:
                         tag_rows.append((tenant, tag, at_us, rid))
-                    for facet in (f"k:{values[2]}", f"a:{values[3]}" if values[3] is not None else None):
-                        if facet is not None:
-                            span = facets.get((tenant, facet))
-                            if span is None:
-                                facets[(tenant, facet)] = [at_us, at_us, 1]
-                            else:
-                                span[0], span[1], span[2] = min(span[0], at_us), max(span[1], at_us), span[2] + 1
+                    lo = at_us - at_us % _HOUR_US
+                    for facet in ("k:" + values[2], "a:" + values[3] if values[3] is not None else None):
+                        if facet is None:
+                            continue
+                        span = grown.get((tenant, facet)) or spans.get((tenant, facet))
+                        if span is None or lo < span[0] or lo + _HOUR_US - 1 > span[1]:
+                            grown[(tenant, facet)] = (min(lo, span[0]) if span else lo,
+                                                      max(lo + _HOUR_US - 1, span[1]) if span else lo + _HOUR_US - 1)
                     if seq % every == 0:
                         b.checkpoint(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                     heads[tenant] = (seq, hash_)
                     rid += 1
-                b.insert_many(rows, tag_rows, [(t, f, *span) for (t, f), span in facets.items()])
+                b.insert_many(rows, tag_rows, [(t, f, *span) for (t, f), span in grown.items()])
                 for tenant, (seq, hash_) in heads.items():
                     b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
                 b.commit()
             except BaseException:
                 b.rollback()
                 raise
+            spans.update(grown)  # only once committed: a rolled-back span must be written again
             if rid - 1 - self._fts_indexed >= FTS_BATCH:
                 try:
                     self._index_texts_locked(FTS_BATCH * 4)
@@ -234,6 +247,8 @@ class AuditStore:
     def _index_texts_locked(self, limit: int) -> int:
         n = self.backend.index_texts(limit)
         self._fts_indexed = self.backend.fts_indexed()
+        # Hour spans of actors and kinds known to be stored (see audit_facet in audit_sql.py).
+        self._spans: dict[tuple[str, str], tuple[int, int]] = {}
         return n
 
     def _tail(self, tenant: str) -> tuple[int, bytes]:
