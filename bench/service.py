@@ -138,7 +138,8 @@ def _wrk(base: str, lua: Path, duration: int) -> dict[str, float]:
             "p99_ms": r["p99_us"] / 1000, "errors": r["errors"] + r["non2xx"]}
 
 
-async def _fixed_rate(url: str, token: str, body: dict[str, Any], *, rate: float, seconds: float) -> dict[str, float]:
+async def _fixed_rate(urls: list[str], token: str, body: dict[str, Any], *, rate: float,
+                      seconds: float) -> dict[str, float]:
     """Send `rate` requests per second on a fixed schedule; latency counts from the scheduled time."""
     import aiohttp
 
@@ -149,7 +150,7 @@ async def _fixed_rate(url: str, token: str, body: dict[str, Any], *, rate: float
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as s:
         start = time.perf_counter() + 0.1
 
-        async def one(at: float) -> None:
+        async def one(at: float, url: str) -> None:
             nonlocal errors
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
             async with s.post(url, data=data, headers=headers) as r:
@@ -158,7 +159,7 @@ async def _fixed_rate(url: str, token: str, body: dict[str, Any], *, rate: float
                     errors += 1
             latencies.append(time.perf_counter() - at)
 
-        await asyncio.gather(*[one(start + i / rate) for i in range(int(rate * seconds))])
+        await asyncio.gather(*[one(start + i / rate, urls[i % len(urls)]) for i in range(int(rate * seconds))])
     latencies.sort()
     return {"p50_ms": latencies[len(latencies) // 2] * 1000,
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000, "errors": errors}
@@ -227,11 +228,13 @@ def main() -> None:
             rows.append((name, med, errors))
 
         rate_rows = []
-        for name, spath, bpath, body in [("POST /v1/check (clean)", "/v1/check", "/v1/check", {"text": CHECK_CLEAN}),
-                                         ("POST …/replies (send path)", "/v1/conversations/bench1/replies",
-                                          "/v1/conversations/bench1/replies", {"text": REPLY})]:
-            s = asyncio.run(_fixed_rate(surl + spath, token, body, rate=args.rate, seconds=args.rate_seconds))
-            b = asyncio.run(_fixed_rate(burl + bpath, token, body, rate=args.rate, seconds=args.rate_seconds))
+        send_paths = [f"/v1/conversations/bench{i}/replies" for i in range(CONVERSATIONS)]
+        for name, paths, body in [("POST /v1/check (clean)", ["/v1/check"], {"text": CHECK_CLEAN}),
+                                  ("POST …/replies (send path)", send_paths, {"text": REPLY})]:
+            s = asyncio.run(_fixed_rate([surl + p for p in paths], token, body, rate=args.rate,
+                                        seconds=args.rate_seconds))
+            b = asyncio.run(_fixed_rate([burl + p for p in paths], token, body, rate=args.rate,
+                                        seconds=args.rate_seconds))
             rate_rows.append((name, s, b))
     finally:
         for p in procs:
