@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS clock_conversations (
     rate_due REAL,
     wait_due REAL,
     timers TEXT NOT NULL DEFAULT '[]',     -- JSON [[fire_at, rule], ...] still to fire
-    pending TEXT,                          -- JSON {rule: reminder event} fired, not yet answered
+    pending TEXT,                          -- JSON {rule: [type, due, late, template_id]} fired, unanswered
     updated_at REAL NOT NULL,
     PRIMARY KEY (tenant, conversation_id)
 ) WITHOUT ROWID;
@@ -54,7 +54,7 @@ Row = tuple[Any, ...]
 
 def row_of(st: ConvState, now: float) -> Row:
     """The row that persists one conversation's clock."""
-    timers = [[e[0], e[3]] for e in st.timers if e[2] is not None]
+    timers = [[fire_at, rule] for _, fire_at, rule in st.timers]
     pending = json.dumps(st.pending, ensure_ascii=False) if st.pending else None
     return (st.tenant, st.cid, st.agent, int(st.open), st.flags, st.question_at, st.response_due,
             st.rate_due, st.wait_due, json.dumps(timers), pending, now)
@@ -68,9 +68,10 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState:
     st = per[cid] = ConvState(tenant, cid, agent)
     st.open, st.flags, st.question_at = bool(open_), int(flags), question_at
     st.response_due, st.rate_due, st.wait_due = response_due, rate_due, wait_due
-    st.pending = json.loads(pending) if pending else None
-    for fire_at, rule in json.loads(timers):
-        st.timers.append(engine.scheduler.schedule(float(fire_at), st, str(rule)))
+    st.pending = {rule: tuple(p) for rule, p in json.loads(pending).items()} if pending else None  # type: ignore[misc]
+    if st.pending:
+        engine.with_pending.add(st)
+    st.timers = tuple((engine.scheduler.schedule(float(f), st, str(r)), float(f), str(r)) for f, r in json.loads(timers))
     return st
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from .api_keys import CLOCK, EVENT_BUS, SETTINGS
-from .audit import AUDIT_WRITER
+from .audit import AUDIT_STORE
 from .auth import require_role
 from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
@@ -31,7 +32,9 @@ log = structlog.get_logger(__name__)
 
 
 class AuditSink(Protocol):
-    async def append(self, event: Any) -> int: ...
+    """The audit store (assist.audit.AuditStore): thread-safe, durable when append_many returns."""
+
+    def append_many(self, events: Any) -> list[int]: ...
 
 
 class ConsoleHub:
@@ -53,6 +56,10 @@ class ConsoleHub:
             qs.discard(q)
             if not qs:
                 del self._conns[(tenant, agent_id)]
+
+    def listening(self, tenant: str, agent_id: str | None) -> bool:
+        """Whether the agent has a console open (events for nobody are not even built)."""
+        return agent_id is not None and (tenant, agent_id) in self._conns
 
     def push(self, tenant: str, agent_id: str | None, event: dict[str, Any]) -> None:
         """Queue `event` for every socket of the agent; never blocks the scheduler."""
@@ -82,12 +89,15 @@ class ClockService:
         self.store = store
         self.audit = audit
         self.engine = ReminderEngine(clock=clock, rules_for=rules_for, find_wait=find_wait or _default_find_wait,
-                                     deliver=self.hub.push)
+                                     deliver=self.hub.push, listening=self.hub.listening)
         self.engine.on_change = self._kick
         self._kicked = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Reminders come in bursts of thousands; one batched transaction per flush, on a thread of
+        # its own, costs far less than an awaited AuditWriter.append (task + future) per record.
+        self._audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clock-audit")
         self._closing = False
 
     async def start(self) -> None:
@@ -114,6 +124,7 @@ class ClockService:
         await self.flush()
         if self.store is not None:
             await self.store.close()
+        self._audit_pool.shutdown(wait=True)
 
     async def handle(self, event: ConversationEvent) -> None:
         """EventBus subscriber: apply the event, return once its new deadlines are stored."""
@@ -147,42 +158,52 @@ class ClockService:
             states = list(engine.dirty)
             engine.dirty.clear()
             records, engine.audit_outbox = engine.audit_outbox, []
-            try:
-                if states and self.store is not None:
-                    now = self.clock.now()
-                    try:
-                        await self.store.save([row_of(st, now) for st in states])
-                    except Exception:
-                        engine.dirty.update(states)
-                        raise
-                if records and self.audit is not None:
-                    await self._audit(records)
-            except Exception as err:
-                for f in waiters:
-                    if not f.done():
-                        f.set_exception(err)
-                raise
+            # state.db and the audit file are written at the same time, each on its own thread.
+            results = await asyncio.gather(self._save(states), self._audit(records), return_exceptions=True)
+            err = next((r for r in results if isinstance(r, BaseException)), None)
             for f in waiters:
                 if not f.done():
-                    f.set_result(None)
+                    f.set_exception(err) if err is not None else f.set_result(None)
+            if err is not None:
+                raise err
+
+    async def _save(self, states: list[Any]) -> None:
+        if not states or self.store is None:
+            return
+        now = self.clock.now()
+        rows = []
+        try:
+            for i in range(0, len(states), 256):  # encode in slices; keep the loop free
+                rows += [row_of(st, now) for st in states[i:i + 256]]
+                await asyncio.sleep(0)
+            await self.store.save(rows)
+        except Exception:
+            self.engine.dirty.update(states)
+            raise
 
     async def _audit(self, records: list[AuditNote]) -> None:
-        from .audit import AuditEvent
-
-        assert self.audit is not None
-        failed: list[AuditNote] = []
-        # The writer commits concurrent appends together; chunks bound the futures in flight.
-        for i in range(0, len(records), 1000):
-            chunk = records[i:i + 1000]
-            results = await asyncio.gather(
-                *(self.audit.append(AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
-                                               conversation_id=r.conversation_id, action=r.action,
-                                               details=r.details, at=r.at)) for r in chunk),
-                return_exceptions=True)
-            failed += [r for r, res in zip(chunk, results) if isinstance(res, BaseException)]
+        if not records or self.audit is None:
+            return
+        failed = await asyncio.get_running_loop().run_in_executor(self._audit_pool, self._write_audit, records)
         if failed:
             self.engine.audit_outbox[:0] = failed
             raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
+
+    def _write_audit(self, records: list[AuditNote]) -> list[AuditNote]:
+        """Worker thread: records in transactions of a thousand; returns those not written."""
+        from .audit import AuditEvent
+
+        assert self.audit is not None
+        for i in range(0, len(records), 1000):
+            chunk = records[i:i + 1000]
+            try:
+                self.audit.append_many([AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
+                                                   conversation_id=r.conversation_id, action=r.action,
+                                                   details=r.details(), at=r.at) for r in chunk])
+            except Exception:
+                log.exception("clock.audit_failed", records=len(records) - i)
+                return records[i:]
+        return []
 
 
 CLOCK_SERVICE = web.AppKey("clock_service", ClockService)
@@ -210,7 +231,7 @@ async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
     clock = app_clock if hasattr(app_clock, "sleep_until") else RealClock()
     settings = app[SETTINGS]
     service = ClockService(clock=clock, rules_for=tenant_rules_from(settings),
-                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_WRITER))
+                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_STORE))
     await service.start()
     app[CLOCK_SERVICE] = service
     app[EVENT_BUS].subscribe(service.handle)

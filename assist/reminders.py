@@ -14,9 +14,10 @@ import json
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, time as dtime, timezone
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from phrases import Library, Thresholds
@@ -49,15 +50,18 @@ class Cues:
 
     groups: dict[str, dict[str, Any]]
 
-    def match(self, name: str, text: str) -> bool:
-        g = self.groups[name]
+    @staticmethod
+    def prepare(text: str) -> tuple[str, str]:
+        """The text as cues compare it: NFKC, lower case, no spaces; and that without punctuation."""
         norm = "".join(unicodedata.normalize("NFKC", text).lower().split())
+        bare = "".join(c for c in norm if not unicodedata.category(c).startswith(("P", "S")))
+        return norm, bare or norm  # a message of only "??" is compared as it is
+
+    def match(self, name: str, prepared: tuple[str, str]) -> bool:
+        g, (norm, bare) = self.groups[name], prepared
         if any(x in norm for x in g.get("exclude", ())):
             return False
-        bare = "".join(c for c in norm if not unicodedata.category(c).startswith(("P", "S")))
-        return any(x in norm for x in g.get("contains", ())) or bare in g.get("exact", ()) or (
-            not bare and norm in g.get("exact", ())
-        )
+        return bare in g.get("exact", ()) or any(x in norm for x in g.get("contains", ()))
 
     def template(self, name: str) -> str:
         return str(self.groups[name]["template_id"])
@@ -81,24 +85,38 @@ class TenantRules:
     def from_library(cls, library: Library, timezone_name: str) -> TenantRules:
         return cls(library.thresholds, ZoneInfo(timezone_name), {t.id: t.text for t in library.templates})
 
+    @cached_property
+    def _hours(self) -> tuple[dtime, dtime]:
+        start, end = (dtime.fromisoformat(h) for h in self.thresholds.reply_rate_hours)
+        return start, end
+
     def in_reply_rate_hours(self, at: float) -> bool:
         """True when `at` (epoch s) falls in the platform's reply-rate window, tenant time."""
-        start, end = (dtime.fromisoformat(h) for h in self.thresholds.reply_rate_hours)
+        start, end = self._hours
         local = datetime.fromtimestamp(at, self.tz).time()
         return start <= local < end if start <= end else (local >= start or local < end)
 
 
-@dataclass(frozen=True)
-class AuditNote:
-    """An audit record the engine decided on; ClockService turns it into an AuditEvent."""
+class AuditNote(NamedTuple):
+    """An audit record the engine decided on; ClockService formats and writes it off the hot path."""
 
     tenant: str
-    kind: str
+    kind: str  # "reminder" | "threshold_missed"
     actor: str | None
     conversation_id: str
-    action: str
-    details: dict[str, Any]
+    action: str  # the rule
+    typ: str  # "reminder" | "suggestion"
+    due: float
+    late: bool
+    template_id: str | None
+    lateness_s: float
     at: float
+
+    def details(self) -> dict[str, Any]:
+        return {"type": self.typ, "rule": self.action, "deadline": iso(self.due),
+                "seconds_left": round(self.due - self.at, 1), "late": self.late, "template_id": self.template_id,
+                "agent_id": self.actor.split(":", 1)[1] if self.actor else None,
+                "lateness_ms": round(self.lateness_s * 1000, 1)}
 
 
 class ConvState:
@@ -115,8 +133,9 @@ class ConvState:
         self.response_due: float | None = None
         self.rate_due: float | None = None
         self.wait_due: float | None = None
-        self.timers: list[list[Any]] = []  # live scheduler entries [fire_at, seq, self, rule]
-        self.pending: dict[str, dict[str, Any]] | None = None
+        self.timers: tuple[tuple[int, float, str], ...] = ()  # live timers: (handle, fire_at, rule)
+        # rule -> (type, due, late, template_id), fired and not yet answered; None when empty
+        self.pending: dict[str, tuple[str, float, bool, str | None]] | None = None
 
 
 def iso(at: float) -> str:
@@ -128,14 +147,17 @@ class ReminderEngine:
 
     def __init__(self, *, clock: Clock, rules_for: Callable[[str], TenantRules],
                  find_wait: Callable[[str], Any], deliver: Callable[[str, str | None, dict[str, Any]], None],
-                 cues: Cues | None = None) -> None:
+                 listening: Callable[[str, str | None], bool] | None = None, cues: Cues | None = None) -> None:
         self.clock = clock
         self.scheduler = Scheduler(clock, self._fire)
         self._rules_for = rules_for
         self._find_wait = find_wait
         self._deliver = deliver
+        # Push events are built only for agents with a console open; the rest poll the pending list.
+        self._listening = listening or (lambda tenant, agent: agent is not None)
         self._cues = cues or load_cues()
         self.convs: dict[str, dict[str, ConvState]] = {}
+        self.with_pending: set[ConvState] = set()
         self.dirty: set[ConvState] = set()
         self.audit_outbox: list[AuditNote] = []
         self.restored_at = float("-inf")  # deadlines before this passed while the service was down
@@ -155,13 +177,22 @@ class ReminderEngine:
     def pending_for(self, tenant: str, agent_id: str) -> list[dict[str, Any]]:
         """Pending reminders of the agent's conversations, soonest first, seconds_left as of now."""
         now = self.clock.now()
-        out = []
-        for st in self.convs.get(tenant, {}).values():
-            if st.pending and st.agent == agent_id:
-                for ev in st.pending.values():
-                    out.append({**ev, "seconds_left": round(ev["_due"] - now, 1)})
-        out.sort(key=lambda e: (e["_due"], e["type"] != "reminder", e["rule"]))
-        return [{k: v for k, v in e.items() if k != "_due"} for e in out]
+        found = [(p[1], p[0] != "reminder", rule, st) for st in self.with_pending
+                 if st.tenant == tenant and st.agent == agent_id and st.pending for rule, p in st.pending.items()]
+        found.sort(key=lambda f: (f[0], f[1], f[3].cid, f[2]))
+        return [self.public(st, rule, now) for _, _, rule, st in found]
+
+    def public(self, st: ConvState, rule: str, now: float) -> dict[str, Any]:
+        """A pending reminder as the console receives it."""
+        typ, due, late, template_id = (st.pending or {})[rule]
+        text = self._rules_for(st.tenant).templates.get(template_id) if template_id else None
+        return {"type": typ, "conversation_id": st.cid, "rule": rule, "deadline": iso(due),
+                "seconds_left": round(due - now, 1), "late": late,
+                "suggestion": {"template_id": template_id, "text": text} if text else None}
+
+    def _push(self, st: ConvState, rule: str, now: float) -> None:
+        if self._listening(st.tenant, st.agent):
+            self._deliver(st.tenant, st.agent, self.public(st, rule, now))
 
     # ---- events -------------------------------------------------------------------------------
     def apply(self, ev: ConversationEvent) -> None:
@@ -171,8 +202,8 @@ class ReminderEngine:
         kind = ev.kind
         if ev.agent_id and ev.agent_id != st.agent and kind != "transferred":
             st.agent = ev.agent_id
-            for pend in (st.pending or {}).values():  # the new agent inherits what is pending
-                self._deliver(st.tenant, st.agent, self._public(pend, ev.at))
+            for rule in st.pending or ():  # the new agent inherits what is pending
+                self._push(st, rule, ev.at)
         if kind == "customer_message":
             self._customer(st, ev)
         elif kind == "agent_message":
@@ -180,7 +211,7 @@ class ReminderEngine:
         elif kind in ("opened", "assigned"):
             st.open = True
         elif kind in ("closed", "transferred"):
-            self._clear(st, ("response", "reply_rate", "wait", "suggest"), ev.at)
+            self._clear(st, ev.at)
             if kind == "closed":
                 st.open = False
             elif ev.agent_id:
@@ -204,21 +235,22 @@ class ReminderEngine:
                 if th.reply_rate_s - lead > 0:
                     self._arm(st, "reply_rate.pre_warn", st.rate_due - lead)
                 self._arm(st, "reply_rate.overdue", st.rate_due)
-        text = ev.text or ""
-        if self._cues.match("end", text):
+        cues = self._cues
+        text = cues.prepare(ev.text or "")
+        if cues.match("end", text):
             if not st.flags & CLOSING_DONE:
                 st.flags |= CLOSING_DONE
-                self._suggest(st, "closing", self._cues.template("end"), at)
-        elif self._cues.match("thanks", text) and not st.flags & THANKS_DONE:
+                self._suggest(st, "closing", cues.template("end"), at)
+        elif cues.match("thanks", text) and not st.flags & THANKS_DONE:
             st.flags |= THANKS_DONE
-            self._suggest(st, "thanks.reply", self._cues.template("thanks"), at)
-        if self._cues.match("wait_complaint", text):
-            self._suggest(st, "wait.apology", self._cues.template("wait_complaint"), at)
+            self._suggest(st, "thanks.reply", cues.template("thanks"), at)
+        if cues.match("wait_complaint", text):
+            self._suggest(st, "wait.apology", cues.template("wait_complaint"), at)
 
     def _agent(self, st: ConvState, ev: ConversationEvent) -> None:
         # A reply answers the open question, any suggestion, and ends a wait (the agent is back).
-        self._clear(st, ("response", "reply_rate", "wait", "suggest"), ev.at)
-        promise = self._find_wait(ev.text or "") if ev.text else None
+        self._clear(st, ev.at)
+        promise = self._find_wait(ev.text) if ev.text else None
         if promise is None:
             return
         th = self._rules_for(st.tenant).thresholds
@@ -232,80 +264,53 @@ class ReminderEngine:
 
     # ---- timers -------------------------------------------------------------------------------
     def _arm(self, st: ConvState, rule: str, fire_at: float) -> None:
-        st.timers.append(self.scheduler.schedule(fire_at, st, rule))
+        st.timers += ((self.scheduler.schedule(fire_at, st, rule), fire_at, rule),)
 
-    def _clear(self, st: ConvState, families: tuple[str, ...], at: float) -> None:
-        keep = []
-        for entry in st.timers:
-            if entry[3].split(".")[0] in families:
-                self.scheduler.cancel(entry)
-            elif Scheduler.is_live(entry):
-                keep.append(entry)
-        st.timers = keep
-        for fam in families:
-            if fam in _DUE:
-                setattr(st, _DUE[fam], None)
-        if "response" in families:
-            st.question_at = None
+    def _clear(self, st: ConvState, at: float) -> None:
+        """Cancel every timer and drop every pending reminder of the conversation."""
+        for handle, _, _ in st.timers:
+            self.scheduler.cancel(handle)
+        st.timers = ()
+        st.question_at = st.response_due = st.rate_due = st.wait_due = None
         if st.pending:
-            gone = [r for r, p in st.pending.items() if r.split(".")[0] in families or p["type"] == "suggestion"
-                    and "suggest" in families]
-            for r in gone:
-                del st.pending[r]
-            if not st.pending:
-                st.pending = None
-            if gone:
+            gone = sorted(st.pending)
+            if self._listening(st.tenant, st.agent):
                 self._deliver(st.tenant, st.agent, {"type": "cleared", "conversation_id": st.cid,
-                                                    "rules": sorted(gone), "at": iso(at)})
+                                                    "rules": gone, "at": iso(at)})
+        st.pending = None
+        self.with_pending.discard(st)
 
     def _fire(self, st: ConvState, rule: str, fire_at: float) -> None:
         now = self.clock.now()
-        st.timers = [e for e in st.timers if Scheduler.is_live(e)]
+        live = self.scheduler.is_live
+        st.timers = tuple(t for t in st.timers if live(t[0]))
         self.dirty.add(st)
         self.on_change()
-        due = getattr(st, _DUE[rule.split(".")[0]])
+        due = getattr(st, _DUE[rule.split(".", 1)[0]])
         if due is None:  # its clock was cleared after the entry was restored; nothing is owed
             return
         late = fire_at < self.restored_at or now - fire_at > LATE_TOLERANCE_S
-        event = self._event(st, "reminder", rule, due, now, _TIMER_TEMPLATE.get(rule), late=late)
-        if rule.endswith(".overdue"):  # the alert supersedes its own pre-warning
-            (st.pending or {}).pop(rule.replace(".overdue", ".pre_warn"), None)
-        self._keep(st, rule, event, now, lateness=now - fire_at)
-        if rule in OVERDUE:
-            details = {"rule": rule, "deadline": event["deadline"], "late": late, "agent_id": st.agent,
-                       "since": iso(st.question_at) if rule != "wait.overdue" and st.question_at else None}
-            self.audit_outbox.append(AuditNote(st.tenant, "threshold_missed", _actor(st), st.cid, rule,
-                                                 details, now))
+        overdue = rule in OVERDUE
+        if overdue and st.pending:  # the alert supersedes its own pre-warning
+            st.pending.pop(rule.replace(".overdue", ".pre_warn"), None)
+        self._keep(st, rule, "reminder", due, late, _TIMER_TEMPLATE.get(rule), now, now - fire_at)
+        if overdue:
+            self.audit_outbox.append(AuditNote(st.tenant, "threshold_missed", _actor(st), st.cid, rule, "reminder",
+                                               due, late, None, now - fire_at, now))
 
     def _suggest(self, st: ConvState, rule: str, template_id: str, at: float) -> None:
         due = st.response_due if st.response_due is not None else at
-        self._keep(st, rule, self._event(st, "suggestion", rule, due, at, template_id), at)
+        self._keep(st, rule, "suggestion", due, False, template_id, at, 0.0)
 
-    def _event(self, st: ConvState, typ: str, rule: str, due: float, now: float, template_id: str | None,
-               *, late: bool = False) -> dict[str, Any]:
-        text = self._rules_for(st.tenant).templates.get(template_id) if template_id else None
-        return {"type": typ, "conversation_id": st.cid, "tenant": st.tenant, "rule": rule,
-                "deadline": iso(due), "seconds_left": round(due - now, 1), "late": late,
-                "suggestion": {"template_id": template_id, "text": text} if text else None,
-                "_due": due}
-
-    def _keep(self, st: ConvState, rule: str, event: dict[str, Any], now: float, *, lateness: float = 0.0) -> None:
+    def _keep(self, st: ConvState, rule: str, typ: str, due: float, late: bool, template_id: str | None,
+              now: float, lateness: float) -> None:
         if st.pending is None:
             st.pending = {}
-        st.pending[rule] = event
-        self.dirty.add(st)
-        self._deliver(st.tenant, st.agent, self._public(event, now))
-        details = {"type": event["type"], "rule": rule, "deadline": event["deadline"],
-                   "seconds_left": event["seconds_left"], "late": event["late"], "agent_id": st.agent,
-                   "template_id": (event["suggestion"] or {}).get("template_id"),
-                   "lateness_ms": round(lateness * 1000, 1)}
-        self.audit_outbox.append(AuditNote(st.tenant, "reminder", _actor(st), st.cid, rule, details, now))
-
-    @staticmethod
-    def _public(event: dict[str, Any], now: float) -> dict[str, Any]:
-        out = {k: v for k, v in event.items() if k != "_due"}
-        out["seconds_left"] = round(event["_due"] - now, 1)
-        return out
+            self.with_pending.add(st)
+        st.pending[rule] = (typ, due, late, template_id)
+        self._push(st, rule, now)
+        self.audit_outbox.append(AuditNote(st.tenant, "reminder", _actor(st), st.cid, rule, typ, due, late,
+                                           template_id, lateness, now))
 
 
 def _actor(st: ConvState) -> str | None:

@@ -1,9 +1,12 @@
 """One scheduler for every conversation: a heap of deadlines driven by a single asyncio task.
 
 A conversation's timers are entries in one shared heap, never a task or a sleep of their own, so
-100,000 open conversations cost 100,000 small heap entries and one parked coroutine. Cancelling
-marks an entry dead in place (O(1)); dead entries are skipped when popped and the heap is
-compacted when they become the majority. Time comes from an injected `Clock`.
+100,000 open conversations cost 100,000 small heap entries and one parked coroutine. An entry is
+a tuple of plain values (deadline, seq, tag) and its target lives in a dict keyed by seq:
+cancelling deletes the key (O(1)), the stale heap entry is skipped when popped, and the heap is
+compacted when stale entries become the majority. Plain-value tuples matter at this size: the
+garbage collector stops tracking them, so its full collections do not walk 400,000 timers and
+pause every reminder behind them. Time comes from an injected `Clock`.
 """
 
 from __future__ import annotations
@@ -18,16 +21,12 @@ import structlog
 
 from .clock import Clock
 
-__all__ = ["Entry", "FireCallback", "Scheduler"]
+__all__ = ["FireCallback", "Scheduler"]
 
 log = structlog.get_logger(__name__)
 
-# An entry is a plain list [deadline, seq, target, tag]: lists compare element-wise, so the heap
-# orders by deadline then by insertion, and a list costs less memory than an object per timer.
-Entry = list
 FireCallback = Callable[[Any, str, float], None]
 
-_DEADLINE, _SEQ, _TARGET, _TAG = range(4)
 # Fire at most this many entries before yielding, so a burst (deadlines that passed while the
 # service was down) does not hold the event loop for seconds.
 _BATCH = 2000
@@ -44,71 +43,66 @@ class Scheduler:
     def __init__(self, clock: Clock, on_fire: FireCallback) -> None:
         self._clock = clock
         self._on_fire = on_fire
-        self._heap: list[Entry] = []
+        self._heap: list[tuple[float, int, str]] = []
+        self._live: dict[int, Any] = {}  # seq -> target of every timer not yet fired or cancelled
         self._seq = itertools.count()
-        self._dead = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def __len__(self) -> int:
         """Live (not cancelled, not fired) timers."""
-        return len(self._heap) - self._dead
+        return len(self._live)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def schedule(self, deadline: float, target: Any, tag: str) -> Entry:
-        """Add a timer; returns its entry, the handle for `cancel`."""
-        entry: Entry = [deadline, next(self._seq), target, tag]
+    def schedule(self, deadline: float, target: Any, tag: str) -> int:
+        """Add a timer; returns its handle for `cancel`."""
+        seq = next(self._seq)
         heap = self._heap
-        earliest = not heap or deadline < heap[0][_DEADLINE]
-        heapq.heappush(heap, entry)
+        earliest = not heap or deadline < heap[0][0]
+        heapq.heappush(heap, (deadline, seq, tag))
+        self._live[seq] = target
         if earliest:
             # The task may be parked until a later deadline; make it look again.
             self._wake.set()
-        return entry
+        return seq
 
-    def cancel(self, entry: Entry) -> None:
-        """Cancel a timer in place; a no-op if it already fired or was cancelled."""
-        if entry[_TARGET] is None:
+    def cancel(self, handle: int) -> None:
+        """Cancel a timer; a no-op if it already fired or was cancelled."""
+        if self._live.pop(handle, None) is None:
             return
-        entry[_TARGET] = None
-        self._dead += 1
-        if self._dead > _COMPACT_MIN and self._dead * 2 > len(self._heap):
-            self._heap = [e for e in self._heap if e[_TARGET] is not None]
+        heap, live = self._heap, self._live
+        if len(heap) > _COMPACT_MIN and len(heap) > 2 * len(live):
+            self._heap = [e for e in heap if e[1] in live]
             heapq.heapify(self._heap)
-            self._dead = 0
 
-    @staticmethod
-    def is_live(entry: Entry) -> bool:
-        return entry[_TARGET] is not None
+    def is_live(self, handle: int) -> bool:
+        return handle in self._live
 
     def next_deadline(self) -> float | None:
-        """The earliest live deadline, dropping dead entries from the top of the heap."""
-        heap = self._heap
-        while heap and heap[0][_TARGET] is None:
+        """The earliest live deadline, dropping stale entries from the top of the heap."""
+        heap, live = self._heap, self._live
+        while heap and heap[0][1] not in live:
             heapq.heappop(heap)
-            self._dead -= 1
-        return heap[0][_DEADLINE] if heap else None
+        return heap[0][0] if heap else None
 
     def fire_due(self, now: float, *, limit: int = _BATCH) -> int:
         """Fire up to `limit` timers whose deadline is <= now; returns how many fired."""
-        heap = self._heap
+        heap, live = self._heap, self._live
         fired = 0
-        while heap and fired < limit and heap[0][_DEADLINE] <= now:
-            entry = heapq.heappop(heap)
-            target = entry[_TARGET]
+        while heap and fired < limit and heap[0][0] <= now:
+            deadline, seq, tag = heapq.heappop(heap)
+            target = live.pop(seq, None)
             if target is None:
-                self._dead -= 1
                 continue
-            entry[_TARGET] = None  # fired: a later cancel() is a no-op
             fired += 1
             try:
-                self._on_fire(target, entry[_TAG], entry[_DEADLINE])
+                self._on_fire(target, tag, deadline)
             except Exception:  # one bad callback must not stop every other conversation's clock
-                log.exception("timer.failed", tag=entry[_TAG])
+                log.exception("timer.failed", tag=tag)
         return fired
 
     async def _run(self) -> None:

@@ -79,7 +79,7 @@ async def test_many_timers_one_task_and_compaction(manual) -> None:
     for e in entries[:4500]:
         sched.cancel(e)
     assert len(sched) == 1500
-    assert len(sched._heap) < 6000  # dead entries were compacted away
+    assert len(sched._heap) < 6000  # cancelled entries were compacted away
     await clock.advance(400)
     assert sorted(t for t, _, _ in rec.fired) == sorted(f"t{i}" for i in range(4500, 6000))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from assist.audit import AuditStore, AuditWriter
+from assist.audit import AuditStore
 from assist.audit_query import AuditQuery
 from assist.clock import ManualClock
 from assist.clock_sql import ClockStore
@@ -23,18 +23,15 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture
-async def audit(tmp_path: Path):
+def audit(tmp_path: Path):
     store = AuditStore(tmp_path / "audit.db", hmac_key=b"test-key")
-    writer = AuditWriter(store)
-    await writer.start()
-    yield store, writer
-    await writer.stop()
+    yield store
     store.close()
 
 
-def service(tmp_path: Path, clock: ManualClock, writer: AuditWriter | None = None) -> ClockService:
+def service(tmp_path: Path, clock: ManualClock, audit: AuditStore | None = None) -> ClockService:
     return ClockService(clock=clock, rules_for=lambda t: rules(), store=ClockStore(tmp_path / "state.db"),
-                        audit=writer)
+                        audit=audit)
 
 
 def ev(clock: ManualClock, kind: str, cid: str, text: str | None = None, agent: str = "a1") -> ConversationEvent:
@@ -57,9 +54,9 @@ def audited(store: AuditStore, kind: str) -> list[tuple[str | None, str | None, 
 
 
 async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(tmp_path: Path, audit) -> None:
-    store, writer = audit
+    store = audit
     clock = ManualClock(NIGHT)
-    svc = service(tmp_path, clock, writer)
+    svc = service(tmp_path, clock, store)
     await svc.start()
     await svc.handle(ev(clock, "customer_message", "c1", "请问发货了吗"))
     await svc.handle(ev(clock, "agent_message", "c2", "请您稍等2分钟"))
@@ -71,7 +68,7 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(t
     await crash(svc)
 
     clock.set(NIGHT + 200)  # the service was down for two and a half minutes
-    svc2 = service(tmp_path, clock, writer)
+    svc2 = service(tmp_path, clock, store)
     await svc2.start()
     await clock.settle()
     pending = {(p["conversation_id"], p["rule"]): p for p in svc2.engine.pending_for("t1", "a1")}
@@ -113,7 +110,7 @@ asyncio.run(main())
 
 
 async def test_kill_9_then_restart_fires_passed_deadlines_late_and_keeps_the_rest(tmp_path: Path, audit) -> None:
-    store, writer = audit
+    store = audit
     db = tmp_path / "state.db"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(NIGHT), str(HERE)],
                              stdout=subprocess.PIPE, text=True)
@@ -129,7 +126,7 @@ async def test_kill_9_then_restart_fires_passed_deadlines_late_and_keeps_the_res
     assert child.returncode == -signal.SIGKILL
 
     clock = ManualClock(NIGHT + 90)  # down for 90 s: past k1's 60 s and k2's 1 min, not k3's 3 min
-    svc = service(tmp_path, clock, writer)
+    svc = service(tmp_path, clock, store)
     await svc.start()
     await clock.settle()
     fired = {(p["conversation_id"], p["rule"], p["late"]) for p in svc.engine.pending_for("t1", "a1")}

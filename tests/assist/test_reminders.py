@@ -231,7 +231,8 @@ async def test_assignment_hands_pending_reminders_to_the_new_agent(night) -> Non
     h = night
     h.send("customer_message", "你好", agent=None)
     await h.clock.advance(45)
-    assert h.delivered[-1][1] is None  # nobody assigned yet: kept pending, delivered to no one
+    assert h.delivered == []  # nobody assigned yet: kept pending, delivered to no one
+    assert [n.action for n in h.audit("reminder")] == ["response.pre_warn"]
     h.send("assigned", agent="a7")
     assert h.delivered[-1][1] == "a7" and h.delivered[-1][2]["rule"] == "response.pre_warn"
     assert [p["rule"] for p in h.engine.pending_for("t1", "a7")] == ["response.pre_warn"]
