@@ -66,9 +66,9 @@ CREATE TABLE IF NOT EXISTS audit (
 -- grows), while a (tenant, actor, ...) index would dirty one leaf per active agent per commit and
 -- cost more than the rest of the schema together. Conversations are too selective for a walk.
 CREATE INDEX IF NOT EXISTS audit_time ON audit(tenant, at_us, kind, actor);
--- No time in this key: a conversation's few hundred records are sorted in memory, and the
--- shorter key is cheaper on every append.
-CREATE INDEX IF NOT EXISTS audit_conv ON audit(tenant, conversation_id);
+-- Time in the key too: without it the planner (no statistics) prefers walking audit_time for
+-- its order and reads a whole tenant to find one conversation.
+CREATE INDEX IF NOT EXISTS audit_conv ON audit(tenant, conversation_id, at_us);
 CREATE INDEX IF NOT EXISTS audit_overridden ON audit(tenant, at_us) WHERE overridden = 1;
 -- Rule ids and categories are lists; one row per value makes "rule r1" an index lookup.
 CREATE TABLE IF NOT EXISTS audit_tag (
