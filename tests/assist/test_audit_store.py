@@ -245,3 +245,22 @@ def test_actor_and_kind_spans_follow_out_of_order_times(store):
     assert [r.at for r in store.query(AuditQuery(tenant="t1", kind="note")).records] == [T0 + 9000]
     assert store.query(AuditQuery(tenant="t1", actor="agent:nobody")).records == []
     assert store.query(AuditQuery(tenant="t2", actor="agent:x")).records == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "plan"),
+    [
+        pytest.param({"tenant": "t1"}, "USING INDEX audit_time (tenant=?)", id="tenant"),
+        pytest.param({"tenant": "t1", "conversation_id": "c1"}, "USING INDEX audit_conv", id="conversation"),
+        pytest.param({"tenant": "t1", "actor": "a1"}, "USING INDEX audit_time (tenant=? AND at_us>? AND at_us<?)", id="actor-span"),
+        pytest.param({"tenant": "t1", "kind": "send"}, "USING INDEX audit_time (tenant=? AND at_us>? AND at_us<?)", id="kind-span"),
+        pytest.param({"tenant": "t1", "rule_id": "r1"}, "SEARCH t USING PRIMARY KEY", id="rule-tag"),
+        pytest.param({"tenant": "t1", "overridden": True}, "USING INDEX audit_overridden", id="overridden"),
+    ],
+)
+def test_each_filter_reads_an_index_not_the_table(store, filters, plan):
+    """Latency is measured in bench/audit.py; this guards the plans that make it (no full scans)."""
+    _seed(store)
+    steps = store.backend.explain(AuditQuery(**filters).where(), after=None, limit=51)
+    assert plan in steps[0], steps
+    assert not any(s.startswith("SCAN a") for s in steps), steps
