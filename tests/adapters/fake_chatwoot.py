@@ -35,6 +35,7 @@ class FakeChatwoot:
     _script: deque[str] = field(default_factory=deque)
     _runner: web.AppRunner | None = None
     _next_id: int = 1000
+    _release: asyncio.Event | None = None
 
     def fail_next(self, *behaviours: str) -> None:
         """Queue behaviours for the next POSTs: "500", "429", "404", "slow", "ok"."""
@@ -49,6 +50,7 @@ class FakeChatwoot:
         return [m for m in self.messages if conversation_id is None or str(m["conversation_id"]) == conversation_id]
 
     async def start(self) -> FakeChatwoot:
+        self._release = asyncio.Event()
         app = web.Application()
         app.router.add_post(_PATH, self._create)
         app.router.add_get(_PATH, self._list)
@@ -60,6 +62,8 @@ class FakeChatwoot:
         return self
 
     async def stop(self) -> None:
+        if self._release is not None:
+            self._release.set()  # let slow handlers finish now, so shutdown does not wait them out
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -92,7 +96,11 @@ class FakeChatwoot:
         }
         self.messages.append(message)
         if behaviour == "slow":  # stored, but the answer comes after the client gave up
-            await asyncio.sleep(self.slow_s)
+            assert self._release is not None
+            try:
+                await asyncio.wait_for(self._release.wait(), self.slow_s)
+            except asyncio.TimeoutError:
+                pass
         return web.json_response({**message, "message_type": "outgoing"})
 
     async def _list(self, request: web.Request) -> web.Response:

@@ -147,13 +147,13 @@ async def test_outbox_survives_kill_9_and_delivers_every_reply_exactly_once(tmp_
         async with aiohttp.ClientSession() as s:
             h = {"Authorization": f"Bearer {agent}"}
             for _ in range(1000):
-                if len(chatwoot.messages) >= 15:
+                statuses: list[Any] = []
+                for cid in range(1, 6):
+                    async with s.get(url + f"/v1/conversations/{cid}", headers=h) as r:
+                        statuses += [d["status"] for d in (await r.json())["deliveries"]]
+                if statuses == ["delivered"] * 15:
                     break
                 await asyncio.sleep(0.02)
-            statuses: list[Any] = []
-            for cid in range(1, 6):
-                async with s.get(url + f"/v1/conversations/{cid}", headers=h) as r:
-                    statuses += [d["status"] for d in (await r.json())["deliveries"]]
     finally:
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
