@@ -139,8 +139,10 @@ def token_create(role: str, agent_id: str | None, tenant: str, ttl_hours: float 
 
 
 from .cli_audit import audit as _audit, report as _report  # noqa: E402  (registered after main exists)
+from .cli_check import check as _check  # noqa: E402
 
 main.add_command(_audit)
+main.add_command(_check)
 main.add_command(_report)
 
 if __name__ == "__main__":  # pragma: no cover

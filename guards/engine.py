@@ -29,11 +29,26 @@ def _message(m: Message | Mapping[str, str]) -> Message:
     return m if isinstance(m, Message) else Message(role=m["role"], text=m["text"])  # type: ignore[arg-type]
 
 
-def _prune(violations: list[Violation]) -> list[Violation]:
-    """Drop a finding of a rule that lies inside another finding of the same rule."""
+def _prune(violations: list[Violation], draft: str) -> list[Violation]:
+    """One finding per stretch of text: overlapping hits of a rule merge into one, and a hit
+    inside another hit of the same category that acts at least as strictly is dropped."""
+    merged: list[Violation] = []
+    for v in sorted(violations, key=lambda v: (v.rule_id, v.start, -v.end)):
+        last = merged[-1] if merged else None
+        if last is not None and last.rule_id == v.rule_id and v.start < last.end and v.end > last.end:
+            end = v.end
+            merged[-1] = last.model_copy(update={"end": end, "matched": draft[last.start : end]})
+        elif last is not None and last.rule_id == v.rule_id and v.start >= last.start and v.end <= last.end:
+            continue
+        else:
+            merged.append(v)
     out: list[Violation] = []
-    for v in sorted(violations, key=lambda v: (v.start, -(v.end - v.start), v.rule_id)):
-        if any(o.rule_id == v.rule_id and o.start <= v.start and v.end <= o.end for o in out):
+    for v in sorted(merged, key=lambda v: (v.start, -(v.end - v.start), -ACTION_RANK[v.action], v.rule_id)):
+        if any(
+            o.category == v.category and o.start <= v.start and v.end <= o.end
+            and ACTION_RANK[o.action] >= ACTION_RANK[v.action]
+            for o in out
+        ):
             continue
         out.append(v)
     return out
@@ -111,7 +126,7 @@ class Guard:
         found = self._lexical.check(draft, ctx, repeated=self._repeated(ctx))
         for detector in self._detectors:
             found.extend(detector.check(draft, ctx))
-        return _prune(found)
+        return _prune(found, text)
 
     def check(self, text: str, history: Iterable[Message | Mapping[str, str]] = ()) -> Verdict:
         """The verdict on one draft, given the conversation so far (oldest first)."""
