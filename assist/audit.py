@@ -16,10 +16,10 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -28,6 +28,9 @@ from .audit_mask import scrub_secrets
 from .audit_query import AuditPage, AuditQuery, AuditRecord, decode_cursor, encode_cursor
 from .audit_sql import FTS_BATCH, SqliteAuditBackend
 from .audit_writer import AuditWriter
+
+if TYPE_CHECKING:
+    from .audit_verify import VerifyReport
 
 __all__ = [
     "AUDIT_STORE",
@@ -286,7 +289,7 @@ class AuditStore:
         """How many records match `q` (ignoring its cursor and limit)."""
         return self.backend.count(q.where())
 
-    def iter_query(self, q: AuditQuery, *, keep_original: bool = False, page_size: int = 500):
+    def iter_query(self, q: AuditQuery, *, keep_original: bool = False, page_size: int = 500) -> Iterator[AuditRecord]:
         """Every record matching `q`, page by page (keyset), never all in memory."""
         q = q.replace(limit=page_size)
         while True:
@@ -296,12 +299,12 @@ class AuditStore:
                 return
             q = q.replace(cursor=page.next_cursor)
 
-    def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]):
+    def between(self, tenant: str, since: float, until: float, kinds: Sequence[str]) -> Iterator[AuditRecord]:
         """Unmasked records of `kinds` in [since, until), oldest first; for reports, never for display."""
         for row in self.backend.between(tenant, round(since * 1_000_000), round(until * 1_000_000), kinds):
             yield AuditRecord.from_row(row, keep_original=True)
 
-    def verify(self, tenant: str | None = None, *, key: bytes | None = None):
+    def verify(self, tenant: str | None = None, *, key: bytes | None = None) -> VerifyReport:
         """Walk the chain(s) and return a VerifyReport naming the first bad record per tenant."""
         from .audit_verify import verify_store
 

@@ -6,8 +6,11 @@ import hashlib
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from assist.audit import AuditEvent, AuditIntegrityError, AuditStore, canonical_content
+from assist.audit import AuditEvent, AuditIntegrityError, AuditQuery, AuditStore, canonical_content
+from assist.audit_mask import scrub_secrets
 from assist.audit_sql import COLUMNS
 
 KEY = b"test-audit-key"
@@ -217,3 +220,17 @@ def test_python_and_sqlite_build_the_same_canonical_json(tmp_path):
         assert sql_json == canonical_content(row)
     assert s.verify().ok
     s.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40), min_size=1, max_size=5))
+def test_any_text_round_trips_and_verifies(tmp_path, texts):
+    s = AuditStore(tmp_path / f"h{abs(hash(tuple(texts)))}.db", hmac_key=KEY)
+    try:
+        s.append_many([AuditEvent(tenant="t", kind="send", original_text=t, final_text=t[::-1], reason=t,
+                                  details={t: t}) for t in texts])
+        assert s.verify().ok
+        got = [r.original_text for r in s.query(AuditQuery(tenant="t", limit=10), keep_original=True).records]
+        assert got == [scrub_secrets(t) for t in reversed(texts)]
+    finally:
+        s.close()
