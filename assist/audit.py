@@ -169,6 +169,7 @@ class AuditStore:
         self.backend = SqliteAuditBackend(self.path)
         self._wlock = threading.Lock()
         self._fts_indexed = self.backend.fts_indexed()
+        self._last_id: int | None = None  # highest id this store appended (None: not known yet)
         # Hour spans of actors and kinds known to be stored (see audit_facet in audit_sql.py).
         self._spans: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -231,6 +232,7 @@ class AuditStore:
                 b.rollback()
                 raise
             spans.update(grown)  # only once committed: a rolled-back span must be written again
+            self._last_id = rid - 1
             if rid - 1 - self._fts_indexed >= FTS_BATCH:
                 try:
                     self._index_texts_locked(FTS_BATCH * 4)
@@ -244,12 +246,15 @@ class AuditStore:
         Searches are exact without this (they scan the unindexed tail); indexing keeps them fast.
         The writer calls it when idle and appends call it when FTS_BATCH records wait.
         """
+        if self._last_id is not None and self._fts_indexed >= self._last_id:
+            return 0  # up to date: the idle writer asks often, so answer without touching the file
         with self._wlock:
             return self._index_texts_locked(limit)
 
     def _index_texts_locked(self, limit: int) -> int:
         n = self.backend.index_texts(limit)
         self._fts_indexed = self.backend.fts_indexed()
+        self._last_id: int | None = None  # highest id this store appended (None: not known yet)
         # Hour spans of actors and kinds known to be stored (see audit_facet in audit_sql.py).
         self._spans: dict[tuple[str, str], tuple[int, int]] = {}
         return n
