@@ -4,8 +4,9 @@ Measures POST /v1/check (clean draft; and a draft with a violation, which writes
 and the send path POST /v1/conversations/{id}/replies (guard + state.db transaction + outbox +
 durable audit), each at concurrency 32 with `wrk`, alternating rounds between the service and a
 bare aiohttp server that returns the same JSON. Reports medians over rounds and the ratio, then
-p50/p99 at a fixed 300 requests/s (wrk2 if installed, else an asyncio client that schedules each
-request on a fixed clock and measures from the scheduled time, so a stall is not hidden).
+p50/p99 at a fixed 300 requests/s. wrk2 is not packaged for Debian, so the fixed rate comes from an
+asyncio client that schedules each request on a fixed clock and measures from the scheduled time
+(as wrk2 does), so a stall is counted rather than hidden.
 
 Run: python bench/service.py [--duration 5] [--rounds 3] [--rate-seconds 10]
 Needs: wrk (apt-get install -y wrk). Everything runs on 127.0.0.1 and stops by itself.
