@@ -172,3 +172,44 @@ async def test_one_log_line_per_request_with_request_id_and_never_the_token(svc:
 async def test_request_id_is_echoed(svc: Service) -> None:
     _, _, headers = await svc.call("GET", "/healthz", headers={"X-Request-ID": "abc-1"})
     assert headers["X-Request-ID"] == "abc-1"
+
+
+def _random_json(rng: "random.Random", depth: int = 0) -> object:
+    choice = rng.randrange(9 if depth < 3 else 6)
+    if choice == 0:
+        return None
+    if choice == 1:
+        return rng.choice([True, False])
+    if choice == 2:
+        return rng.choice([0, -1, 2**70, 3.5, 1e308])
+    if choice == 3:
+        return "".join(rng.choice("您好不知道你自己不会看 \u200b!?。a1\x00") for _ in range(rng.randrange(12)))
+    if choice == 4:
+        return rng.choice(["", " ", "x" * 5000])
+    if choice == 5:
+        return "c" + str(rng.randrange(3))
+    if choice == 6:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["text", "conversation_id", "idempotency_key", "override_reason", "event", "at", "agent_id", "x"]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+async def test_random_bodies_never_get_a_500(svc: Service) -> None:
+    import random
+
+    rng = random.Random(20260501)  # fixed seed: the same 150 bodies every run
+    agent, platform = svc.token(), svc.token("platform")
+    await svc.call("POST", "/demo/customer/c1", token=agent, json_body={"text": "在吗"})
+    for i in range(150):
+        body = _random_json(rng)
+        raw = json.dumps(body, ensure_ascii=False).encode() if i % 5 else bytes(rng.randrange(256) for _ in range(20))
+        for _, path, _ in POST_BODIES:
+            headers = {"Content-Type": "application/json"}
+            if "webhooks" in path:
+                ts = str(int(time.time()))
+                headers |= {"X-Assist-Timestamp": ts, "X-Assist-Signature": sign("change-me", ts, raw)}
+            status, got, _ = await svc.call("POST", path, token=platform if "webhooks" in path else agent,
+                                            data=raw, headers=headers)
+            assert status < 500, (path, body, got)
+            if status >= 400:
+                assert_error(status, got, status)
