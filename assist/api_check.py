@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import guards
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+import guards
 
 from .api import json_response, note, read_json, tenant_policy
 from .api_keys import CONVERSATIONS, GUARDS, METRICS

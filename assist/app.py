@@ -27,10 +27,10 @@ from adapters.webhook import WebhookDeliverer
 from .api import json_response, setup_routes
 from .api_check import GuardCache, post_hoc_checker
 from .api_demo import DEMO, setup_demo_routes
-from .api_webhooks import setup_webhook_routes
 from .api_keys import (
     CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, LOG_FIELDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
 )
+from .api_webhooks import setup_webhook_routes
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditStore, AuditWriter, setup_audit_routes
 from .auth import PRINCIPAL, TokenStore, token_from_request
 from .config import Settings

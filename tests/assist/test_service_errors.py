@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
@@ -174,7 +175,7 @@ async def test_request_id_is_echoed(svc: Service) -> None:
     assert headers["X-Request-ID"] == "abc-1"
 
 
-def _random_json(rng: "random.Random", depth: int = 0) -> object:
+def _random_json(rng: random.Random, depth: int = 0) -> object:
     choice = rng.randrange(9 if depth < 3 else 6)
     if choice == 0:
         return None
@@ -195,8 +196,6 @@ def _random_json(rng: "random.Random", depth: int = 0) -> object:
 
 
 async def test_random_bodies_never_get_a_500(svc: Service) -> None:
-    import random
-
     rng = random.Random(20260501)  # fixed seed: the same 150 bodies every run
     agent, platform = svc.token(), svc.token("platform")
     await svc.call("POST", "/demo/customer/c1", token=agent, json_body={"text": "在吗"})
