@@ -181,7 +181,7 @@ class ClockService:
             self.engine.dirty.update(states)
             raise
 
-    async def _audit(self, records: list[AuditNote]) -> None:
+    async def _audit(self, records: list[tuple[Any, ...]]) -> None:
         if not records or self.audit is None:
             return
         failed = await asyncio.get_running_loop().run_in_executor(self._audit_pool, self._write_audit, records)
@@ -189,13 +189,13 @@ class ClockService:
             self.engine.audit_outbox[:0] = failed
             raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
 
-    def _write_audit(self, records: list[AuditNote]) -> list[AuditNote]:
+    def _write_audit(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Worker thread: records in transactions of a thousand; returns those not written."""
         from .audit import AuditEvent
 
         assert self.audit is not None
         for i in range(0, len(records), 1000):
-            chunk = records[i:i + 1000]
+            chunk = [AuditNote._make(r) for r in records[i:i + 1000]]
             try:
                 self.audit.append_many([AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
                                                    conversation_id=r.conversation_id, action=r.action,

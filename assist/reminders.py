@@ -98,7 +98,12 @@ class TenantRules:
 
 
 class AuditNote(NamedTuple):
-    """An audit record the engine decided on; ClockService formats and writes it off the hot path."""
+    """An audit record the engine decided on; ClockService formats and writes it off the hot path.
+
+    The outbox holds these as plain tuples (`AuditNote._make(t)` reads one): the garbage collector
+    stops tracking a plain tuple of plain values, so a backlog of notes costs its full collections
+    nothing, where tracked NamedTuple instances would be walked on every one of them.
+    """
 
     tenant: str
     kind: str  # "reminder" | "threshold_missed"
@@ -159,7 +164,7 @@ class ReminderEngine:
         self.convs: dict[str, dict[str, ConvState]] = {}
         self.with_pending: set[ConvState] = set()
         self.dirty: set[ConvState] = set()
-        self.audit_outbox: list[AuditNote] = []
+        self.audit_outbox: list[tuple[Any, ...]] = []  # plain-tuple AuditNotes
         self.restored_at = float("-inf")  # deadlines before this passed while the service was down
         self.on_change: Callable[[], None] = lambda: None  # ClockService: "something to persist"
 
@@ -295,8 +300,8 @@ class ReminderEngine:
             st.pending.pop(rule.replace(".overdue", ".pre_warn"), None)
         self._keep(st, rule, "reminder", due, late, _TIMER_TEMPLATE.get(rule), now, now - fire_at)
         if overdue:
-            self.audit_outbox.append(AuditNote(st.tenant, "threshold_missed", _actor(st), st.cid, rule, "reminder",
-                                               due, late, None, now - fire_at, now))
+            self.audit_outbox.append((st.tenant, "threshold_missed", _actor(st), st.cid, rule, "reminder",
+                                      due, late, None, now - fire_at, now))
 
     def _suggest(self, st: ConvState, rule: str, template_id: str, at: float) -> None:
         due = st.response_due if st.response_due is not None else at
@@ -309,8 +314,8 @@ class ReminderEngine:
             self.with_pending.add(st)
         st.pending[rule] = (typ, due, late, template_id)
         self._push(st, rule, now)
-        self.audit_outbox.append(AuditNote(st.tenant, "reminder", _actor(st), st.cid, rule, typ, due, late,
-                                           template_id, lateness, now))
+        self.audit_outbox.append((st.tenant, "reminder", _actor(st), st.cid, rule, typ, due, late,
+                                  template_id, lateness, now))
 
 
 def _actor(st: ConvState) -> str | None:

@@ -9,7 +9,7 @@ from phrases import library_from_data
 
 from assist.clock import ManualClock
 from assist.events import ConversationEvent
-from assist.reminders import ReminderEngine, TenantRules
+from assist.reminders import AuditNote, ReminderEngine, TenantRules
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z = 08:00 in Asia/Shanghai, inside the reply-rate hours
 NIGHT = T0 + 16 * 3600  # 2026-01-02 00:00 in Asia/Shanghai, outside 08:00-23:00
@@ -51,4 +51,4 @@ class Harness:
         return [e["rule"] for e in self.events(typ) if "rule" in e]
 
     def audit(self, kind: str) -> list[Any]:
-        return [n for n in self.engine.audit_outbox if n.kind == kind]
+        return [n for n in map(AuditNote._make, self.engine.audit_outbox) if n.kind == kind]
