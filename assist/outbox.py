@@ -83,7 +83,7 @@ class Outbox:
     def __init__(
         self, db: StateDB, deliverer: Deliverer, *, clock: Callable[[], float],
         backoff_base_s: float, backoff_max_s: float, max_attempts: int,
-        on_outcome: OnOutcome | None = None, batch: int = 32,
+        on_outcome: OnOutcome | None = None, batch: int = 32, settle_s: float = 0.005,
     ) -> None:
         self._db = db
         self._deliverer = deliverer
@@ -93,6 +93,7 @@ class Outbox:
         self._max_attempts = max_attempts
         self._on_outcome = on_outcome
         self._batch = batch
+        self._settle_s = settle_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -154,6 +155,9 @@ class Outbox:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                    # Let replies accepted in the next few ms join this batch: one claim, one
+                    # outcome transaction and one audit commit for several messages.
+                    await asyncio.sleep(self._settle_s)
                 except asyncio.TimeoutError:
                     pass
                 continue
