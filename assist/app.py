@@ -34,6 +34,7 @@ from .api_webhooks import setup_webhook_routes
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditStore, AuditWriter, setup_audit_routes
 from .auth import PRINCIPAL, TokenStore, token_from_request
 from .config import Settings
+from .console import clock_ctx, setup_console_routes
 from .conversations import ConversationService
 from .errors import AssistError, MethodNotAllowed, PayloadTooLarge, RouteNotFound, error_body
 from .events import EventBus
@@ -260,8 +261,10 @@ def create_app(settings: Settings, *, clock: Any | None = None) -> web.Applicati
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_audit_ctx)
+    app.cleanup_ctx.append(clock_ctx)  # conversation clock: restores deadlines, subscribes to EVENT_BUS
     setup_routes(app)
     setup_audit_routes(app)
+    setup_console_routes(app)
     setup_webhook_routes(app, chatwoot_enabled=settings.platform == "chatwoot")
     if settings.platform == "demo":
         setup_demo_routes(app)
