@@ -60,10 +60,13 @@ def row_of(st: ConvState, now: float) -> Row:
             st.rate_due, st.wait_due, json.dumps(timers), pending, now)
 
 
-def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState:
+def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState | None:
     """Rebuild one conversation in `engine` from its row and re-arm its timers."""
     (tenant, cid, agent, open_, flags, question_at, response_due, rate_due, wait_due, timers,
      pending, _updated) = tuple(row)
+    if not open_ and not pending and timers == "[]":  # closed: only its once-only flags matter
+        engine.closed.setdefault(tenant, {})[cid] = int(flags)
+        return None
     per = engine.convs.setdefault(tenant, {})
     st = per[cid] = ConvState(tenant, cid, agent)
     st.open, st.flags, st.question_at = bool(open_), int(flags), question_at

@@ -162,6 +162,9 @@ class ReminderEngine:
         self._listening = listening or (lambda tenant, agent: agent is not None)
         self._cues = cues or load_cues()
         self.convs: dict[str, dict[str, ConvState]] = {}
+        # Closed conversations leave memory; a reopen finds its flags here (str -> int: a dict
+        # of plain values the garbage collector does not track).
+        self.closed: dict[str, dict[str, int]] = {}
         self.with_pending: set[ConvState] = set()
         self.dirty: set[ConvState] = set()
         self.audit_outbox: list[tuple[Any, ...]] = []  # plain-tuple AuditNotes
@@ -177,7 +180,15 @@ class ReminderEngine:
         st = per.get(cid)
         if st is None:
             st = per[cid] = ConvState(tenant, cid)
+            flags = self.closed.get(tenant, {}).pop(cid, None)
+            if flags is not None:  # reopened: the once-only suggestions stay used
+                st.flags, st.open = flags, False
         return st
+
+    def _evict(self, st: ConvState) -> None:
+        """Drop a closed conversation from memory, keeping only its once-only flags."""
+        self.convs.get(st.tenant, {}).pop(st.cid, None)
+        self.closed.setdefault(st.tenant, {})[st.cid] = st.flags
 
     def pending_for(self, tenant: str, agent_id: str) -> list[dict[str, Any]]:
         """Pending reminders of the agent's conversations, soonest first, seconds_left as of now."""
@@ -219,6 +230,7 @@ class ReminderEngine:
             self._clear(st, ev.at)
             if kind == "closed":
                 st.open = False
+                self._evict(st)  # still in `dirty`: its closed row is written all the same
             elif ev.agent_id:
                 st.agent = ev.agent_id
         self.on_change()

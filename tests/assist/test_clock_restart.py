@@ -62,6 +62,7 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(t
     await svc.handle(ev(clock, "agent_message", "c2", "请您稍等2分钟"))
     await svc.handle(ev(clock, "customer_message", "c3", "谢谢"))
     await svc.handle(ev(clock, "agent_message", "c3", "不客气"))
+    await svc.handle(ev(clock, "closed", "c3"))
     await clock.advance(46)  # c1's pre-warning fires before the crash
     await svc.commit()
     assert [p["rule"] for p in svc.engine.pending_for("t1", "a1")] == ["response.pre_warn"]
@@ -75,8 +76,10 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(t
     assert set(pending) == {("c1", "response.overdue"), ("c2", "wait.overdue")}
     assert all(p["late"] for p in pending.values())
     assert pending[("c1", "response.overdue")]["seconds_left"] == -140.0
-    # Once-only suggestions stay once-only across the restart.
+    # Once-only suggestions stay once-only across the restart, and a closed conversation reopens.
+    assert svc2.engine.get("t1", "c3") is None
     await svc2.handle(ev(clock, "customer_message", "c3", "多谢"))
+    assert svc2.engine.get("t1", "c3").open is True
     assert [p["rule"] for p in svc2.engine.pending_for("t1", "a1") if p["type"] == "suggestion"] == []
     await svc2.stop()
 

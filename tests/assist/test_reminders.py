@@ -249,3 +249,15 @@ async def test_conversations_are_independent(night) -> None:
     await h.clock.advance(30)
     assert [(e["conversation_id"], e["rule"]) for e in h.events()][2:] == [
         ("y", "response.pre_warn"), ("y", "response.overdue")]
+
+
+async def test_once_only_suggestions_survive_close_and_reopen(night) -> None:
+    h = night
+    h.send("customer_message", "谢谢")
+    h.send("customer_message", "谢谢,没有了")
+    h.send("closed")
+    assert h.engine.get("t1", "c1") is None  # a closed conversation leaves memory
+    h.send("customer_message", "拜拜")
+    h.send("customer_message", "谢谢")
+    assert [s["rule"] for s in h.events("suggestion")] == ["thanks.reply", "closing"]
+    assert h.engine.get("t1", "c1").open is True
