@@ -52,9 +52,9 @@ ON CONFLICT (tenant, conversation_id) DO UPDATE SET agent_id=excluded.agent_id, 
 Row = tuple[Any, ...]
 
 
-def row_of(st: ConvState, now: float) -> Row:
+def row_of(engine: ReminderEngine, st: ConvState, now: float) -> Row:
     """The row that persists one conversation's clock."""
-    timers = [[fire_at, rule] for _, fire_at, rule in st.timers]
+    timers = engine.timer_specs(st)
     pending = json.dumps(st.pending, ensure_ascii=False) if st.pending else None
     return (st.tenant, st.cid, st.agent, int(st.open), st.flags, st.question_at, st.response_due,
             st.rate_due, st.wait_due, json.dumps(timers), pending, now)
@@ -74,7 +74,8 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState |
     st.pending = {rule: tuple(p) for rule, p in json.loads(pending).items()} if pending else None  # type: ignore[misc]
     if st.pending:
         engine.with_pending.add(st)
-    st.timers = tuple((engine.scheduler.schedule(float(f), st, str(r)), float(f), str(r)) for f, r in json.loads(timers))
+    for fire_at, rule in json.loads(timers):
+        engine.rearm(st, str(rule), float(fire_at))
     return st
 
 

@@ -30,6 +30,11 @@ __all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_ctx", "setup_co
 
 log = structlog.get_logger(__name__)
 
+# Records per audit transaction. Small enough that a chunk's AuditEvents die before the garbage
+# collector promotes them (big chunks promoted thousands of objects each, and every 25% growth of
+# the old generation costs a full collection: a pause for every reminder due at that moment).
+_AUDIT_CHUNK = 200
+
 
 class AuditSink(Protocol):
     """The audit store (assist.audit.AuditStore): thread-safe, durable when append_many returns."""
@@ -174,7 +179,7 @@ class ClockService:
         rows = []
         try:
             for i in range(0, len(states), 256):  # encode in slices; keep the loop free
-                rows += [row_of(st, now) for st in states[i:i + 256]]
+                rows += [row_of(self.engine, st, now) for st in states[i:i + 256]]
                 await asyncio.sleep(0)
             await self.store.save(rows)
         except Exception:
@@ -190,12 +195,12 @@ class ClockService:
             raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
 
     def _write_audit(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Worker thread: records in transactions of a thousand; returns those not written."""
+        """Worker thread: records in transactions of _AUDIT_CHUNK; returns those not written."""
         from .audit import AuditEvent
 
         assert self.audit is not None
-        for i in range(0, len(records), 1000):
-            chunk = [AuditNote._make(r) for r in records[i:i + 1000]]
+        for i in range(0, len(records), _AUDIT_CHUNK):
+            chunk = [AuditNote._make(r) for r in records[i:i + _AUDIT_CHUNK]]
             try:
                 self.audit.append_many([AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
                                                    conversation_id=r.conversation_id, action=r.action,

@@ -33,6 +33,8 @@ __all__ = ["AuditNote", "ConvState", "Cues", "ReminderEngine", "TenantRules", "l
 LATE_TOLERANCE_S = 1.0
 THANKS_DONE, CLOSING_DONE = 1, 2
 OVERDUE = ("response.overdue", "reply_rate.overdue", "wait.overdue")
+RULE_BITS = {"response.pre_warn": 1, "response.overdue": 2, "reply_rate.pre_warn": 4, "reply_rate.overdue": 8,
+             "wait.pre_warn": 16, "wait.overdue": 32}
 # Which due-time each timer warns about, and the suggestion it carries. An overdue question or an
 # overrun wait calls for an apology; a wait about to end calls for thanks on return (002).
 _DUE = {"response": "response_due", "reply_rate": "rate_due", "wait": "wait_due"}
@@ -128,7 +130,7 @@ class ConvState:
     """One conversation as the clock sees it; slots keep 100,000 of them small."""
 
     __slots__ = ("tenant", "cid", "agent", "open", "flags", "question_at", "response_due",
-                 "rate_due", "wait_due", "timers", "pending")
+                 "rate_due", "wait_due", "timers", "armed", "pending")
 
     def __init__(self, tenant: str, cid: str, agent: str | None = None) -> None:
         self.tenant, self.cid, self.agent = tenant, cid, agent
@@ -138,7 +140,8 @@ class ConvState:
         self.response_due: float | None = None
         self.rate_due: float | None = None
         self.wait_due: float | None = None
-        self.timers: tuple[tuple[int, float, str], ...] = ()  # live timers: (handle, fire_at, rule)
+        self.timers: tuple[int, ...] = ()  # scheduler handles of the live timers
+        self.armed = 0  # which rules those are (RULE_BITS); fire times follow from the due times
         # rule -> (type, due, late, template_id), fired and not yet answered; None when empty
         self.pending: dict[str, tuple[str, float, bool, str | None]] | None = None
 
@@ -281,13 +284,29 @@ class ReminderEngine:
 
     # ---- timers -------------------------------------------------------------------------------
     def _arm(self, st: ConvState, rule: str, fire_at: float) -> None:
-        st.timers += ((self.scheduler.schedule(fire_at, st, rule), fire_at, rule),)
+        st.timers += (self.scheduler.schedule(fire_at, st, rule),)
+        st.armed |= RULE_BITS[rule]
+
+    def rearm(self, st: ConvState, rule: str, fire_at: float) -> None:
+        """Re-arm a persisted timer (restore after a restart)."""
+        self._arm(st, rule, fire_at)
+
+    def timer_specs(self, st: ConvState) -> list[tuple[float, str]]:
+        """(fire_at, rule) of the conversation's live timers, for persisting them."""
+        if not st.armed:
+            return []
+        th = self._rules_for(st.tenant).thresholds
+        lead = th.response_s - th.pre_warn_s
+        at = {"response.pre_warn": (st.question_at or 0.0) + th.pre_warn_s, "response.overdue": st.response_due,
+              "reply_rate.pre_warn": (st.rate_due or 0.0) - lead, "reply_rate.overdue": st.rate_due,
+              "wait.pre_warn": (st.wait_due or 0.0) - lead, "wait.overdue": st.wait_due}
+        return [(at[rule], rule) for rule, bit in RULE_BITS.items() if st.armed & bit and at[rule] is not None]
 
     def _clear(self, st: ConvState, at: float) -> None:
         """Cancel every timer and drop every pending reminder of the conversation."""
-        for handle, _, _ in st.timers:
+        for handle in st.timers:
             self.scheduler.cancel(handle)
-        st.timers = ()
+        st.timers, st.armed = (), 0
         st.question_at = st.response_due = st.rate_due = st.wait_due = None
         if st.pending:
             gone = sorted(st.pending)
@@ -300,7 +319,8 @@ class ReminderEngine:
     def _fire(self, st: ConvState, rule: str, fire_at: float) -> None:
         now = self.clock.now()
         live = self.scheduler.is_live
-        st.timers = tuple(t for t in st.timers if live(t[0]))
+        st.timers = tuple(h for h in st.timers if live(h))
+        st.armed &= ~RULE_BITS[rule]
         self.dirty.add(st)
         self.on_change()
         due = getattr(st, _DUE[rule.split(".", 1)[0]])
