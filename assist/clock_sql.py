@@ -55,7 +55,7 @@ Row = tuple[Any, ...]
 def row_of(engine: ReminderEngine, st: ConvState, now: float) -> Row:
     """The row that persists one conversation's clock."""
     timers = engine.timer_specs(st)
-    pending = json.dumps(st.pending, ensure_ascii=False) if st.pending else None
+    pending = json.dumps({p[0]: list(p[1:]) for p in st.pending}, ensure_ascii=False) if st.pending else None
     return (st.tenant, st.cid, st.agent, int(st.open), st.flags, st.question_at, st.response_due,
             st.rate_due, st.wait_due, json.dumps(timers), pending, now)
 
@@ -71,7 +71,8 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState |
     st = per[cid] = ConvState(tenant, cid, agent)
     st.open, st.flags, st.question_at = bool(open_), int(flags), question_at
     st.response_due, st.rate_due, st.wait_due = response_due, rate_due, wait_due
-    st.pending = {rule: tuple(p) for rule, p in json.loads(pending).items()} if pending else None  # type: ignore[misc]
+    if pending:
+        st.pending = tuple((rule, str(t), float(d), bool(late), tid) for rule, (t, d, late, tid) in json.loads(pending).items())
     if st.pending:
         engine.with_pending.add(st)
     for fire_at, rule in json.loads(timers):

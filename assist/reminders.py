@@ -142,8 +142,16 @@ class ConvState:
         self.wait_due: float | None = None
         self.timers: tuple[int, ...] = ()  # scheduler handles of the live timers
         self.armed = 0  # which rules those are (RULE_BITS); fire times follow from the due times
-        # rule -> (type, due, late, template_id), fired and not yet answered; None when empty
-        self.pending: dict[str, tuple[str, float, bool, str | None]] | None = None
+        # (rule, type, due, late, template_id) fired and not yet answered. A tuple of tuples of
+        # plain values, replaced on change: the garbage collector stops tracking it, where a dict
+        # living for seconds would be promoted and bring the next full collection closer.
+        self.pending: tuple[tuple[str, str, float, bool, str | None], ...] = ()
+
+    def pending_rule(self, rule: str) -> tuple[str, str, float, bool, str | None] | None:
+        return next((p for p in self.pending if p[0] == rule), None)
+
+    def drop_pending(self, rule: str) -> None:
+        self.pending = tuple(p for p in self.pending if p[0] != rule)
 
 
 def iso(at: float) -> str:
@@ -196,14 +204,14 @@ class ReminderEngine:
     def pending_for(self, tenant: str, agent_id: str) -> list[dict[str, Any]]:
         """Pending reminders of the agent's conversations, soonest first, seconds_left as of now."""
         now = self.clock.now()
-        found = [(p[1], p[0] != "reminder", rule, st) for st in self.with_pending
-                 if st.tenant == tenant and st.agent == agent_id and st.pending for rule, p in st.pending.items()]
+        found = [(p[2], p[1] != "reminder", p[0], st) for st in self.with_pending
+                 if st.tenant == tenant and st.agent == agent_id for p in st.pending]
         found.sort(key=lambda f: (f[0], f[1], f[3].cid, f[2]))
         return [self.public(st, rule, now) for _, _, rule, st in found]
 
     def public(self, st: ConvState, rule: str, now: float) -> dict[str, Any]:
         """A pending reminder as the console receives it."""
-        typ, due, late, template_id = (st.pending or {})[rule]
+        _, typ, due, late, template_id = st.pending_rule(rule) or ("", "", 0.0, False, None)
         text = self._rules_for(st.tenant).templates.get(template_id) if template_id else None
         return {"type": typ, "conversation_id": st.cid, "rule": rule, "deadline": iso(due),
                 "seconds_left": round(due - now, 1), "late": late,
@@ -221,8 +229,8 @@ class ReminderEngine:
         kind = ev.kind
         if ev.agent_id and ev.agent_id != st.agent and kind != "transferred":
             st.agent = ev.agent_id
-            for rule in st.pending or ():  # the new agent inherits what is pending
-                self._push(st, rule, ev.at)
+            for p in st.pending:  # the new agent inherits what is pending
+                self._push(st, p[0], ev.at)
         if kind == "customer_message":
             self._customer(st, ev)
         elif kind == "agent_message":
@@ -309,11 +317,11 @@ class ReminderEngine:
         st.timers, st.armed = (), 0
         st.question_at = st.response_due = st.rate_due = st.wait_due = None
         if st.pending:
-            gone = sorted(st.pending)
+            gone = sorted(p[0] for p in st.pending)
             if self._listening(st.tenant, st.agent):
                 self._deliver(st.tenant, st.agent, {"type": "cleared", "conversation_id": st.cid,
                                                     "rules": gone, "at": iso(at)})
-        st.pending = None
+        st.pending = ()
         self.with_pending.discard(st)
 
     def _fire(self, st: ConvState, rule: str, fire_at: float) -> None:
@@ -329,7 +337,7 @@ class ReminderEngine:
         late = fire_at < self.restored_at or now - fire_at > LATE_TOLERANCE_S
         overdue = rule in OVERDUE
         if overdue and st.pending:  # the alert supersedes its own pre-warning
-            st.pending.pop(rule.replace(".overdue", ".pre_warn"), None)
+            st.drop_pending(rule.replace(".overdue", ".pre_warn"))
         self._keep(st, rule, "reminder", due, late, _TIMER_TEMPLATE.get(rule), now, now - fire_at)
         if overdue:
             self.audit_outbox.append((st.tenant, "threshold_missed", _actor(st), st.cid, rule, "reminder",
@@ -341,10 +349,9 @@ class ReminderEngine:
 
     def _keep(self, st: ConvState, rule: str, typ: str, due: float, late: bool, template_id: str | None,
               now: float, lateness: float) -> None:
-        if st.pending is None:
-            st.pending = {}
+        if not st.pending:
             self.with_pending.add(st)
-        st.pending[rule] = (typ, due, late, template_id)
+        st.pending = tuple(p for p in st.pending if p[0] != rule) + ((rule, typ, due, late, template_id),)
         self._push(st, rule, now)
         self.audit_outbox.append((st.tenant, "reminder", _actor(st), st.cid, rule, typ, due, late,
                                   template_id, lateness, now))
