@@ -134,6 +134,7 @@ async def test_plain_wait_means_back_within_wait_default(night) -> None:
         pytest.param("稍等两分钟", 120, id="chinese-numeral"),
         pytest.param("请您稍等半分钟", 30, id="half-minute"),
         pytest.param("稍等 90 秒", 90, id="seconds-with-spaces"),
+        pytest.param("请稍等一分半钟", 90, id="minute-and-a-half"),
         pytest.param("稍等一下", 60, id="no-time-default"),
         pytest.param("请您稍等5分钟", 300, id="over-the-cap-still-kept"),
     ],
@@ -261,3 +262,29 @@ async def test_once_only_suggestions_survive_close_and_reopen(night) -> None:
     h.send("customer_message", "谢谢")
     assert [s["rule"] for s in h.events("suggestion")] == ["thanks.reply", "closing"]
     assert h.engine.get("t1", "c1").open is True
+
+
+async def test_default_library_supplies_thresholds_and_suggestion_texts() -> None:
+    import phrases
+
+    from assist.reminders import TenantRules
+
+    lib = phrases.load_library()
+    h = Harness(ManualClock(NIGHT), TenantRules.from_library(lib, "Asia/Shanghai"))
+    await h.engine.scheduler.start()
+    h.send("customer_message", "人呢")
+    await h.clock.advance(lib.thresholds.response_s)
+    await h.engine.scheduler.stop()
+    assert h.rules_fired() == ["wait.apology", "response.pre_warn", "response.overdue"]
+    assert h.events()[0]["suggestion"]["text"] == lib.template("wait-apology").text
+
+
+@pytest.mark.xfail(reason="guards.waits.find_wait reads 感谢您的耐心等待 as a new wait (reported); "
+                          "the agent's thank-you on return must not start another wait", strict=False)
+async def test_thanking_for_the_wait_does_not_start_a_new_wait(night) -> None:
+    h = night
+    h.send("agent_message", "请稍等")
+    await h.clock.advance(30)
+    h.send("agent_message", "感谢您的耐心等待,已经为您查询到结果,下面为您详细说明。")
+    await h.clock.advance(600)
+    assert h.rules_fired() == []
