@@ -81,6 +81,9 @@ class Pattern(_Model):
 
     groups: list[list[str]] = Field(min_length=1, max_length=6)
     max_gap: int = Field(6, ge=0, le=40)
+    # clause: the gaps stop at any clause punctuation; sentence: they may cross commas and
+    # semicolons (我跟您保证,钱三天内到账) but not a sentence end.
+    scope: Literal["clause", "sentence"] = "clause"
 
     @field_validator("groups")
     @classmethod

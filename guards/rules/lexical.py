@@ -129,9 +129,9 @@ class LexicalRules:
 
     @staticmethod
     def _word_bounded(text: str, start: int, end: int) -> bool:
-        before = text[start - 1] if start > 0 else ""
-        after = text[end] if end < len(text) else ""
-        return not (_ASCII_WORD.match(before) or _ASCII_WORD.match(after))
+        # Typed pinyin must start a word (mailbuzhidao@ is an address, not an answer); what
+        # follows may be more pinyin (buqingchu ne), so the end is not checked.
+        return not (start > 0 and _ASCII_WORD.match(text[start - 1]))
 
     @staticmethod
     def _anchored(k: Key, text: str, start: int, end: int) -> bool:

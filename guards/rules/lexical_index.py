@@ -19,12 +19,14 @@ import ahocorasick
 from phrases.schema import Rule
 
 from ..errors import RuleConfigError
+from ..context import SENTENCE_ENDS
 from ..normalize import BOUNDARIES, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, typed_pinyin
 
 __all__ = ["Index", "Key", "build_index"]
 
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
+_SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ def build_index(rules: list[Rule]) -> Index:
             groups = [sorted({fold_phrase(w) for w in g} - {""}, key=len, reverse=True) for g in pattern.groups]
             if any(not g for g in groups):
                 raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
-            gap = f"{_GAP}{{0,{pattern.max_gap}}}?"
+            gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
             index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
             # The prefilter anchors on the rarest group (longest shortest word), so common words

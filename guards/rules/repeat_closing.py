@@ -19,6 +19,7 @@ from .base import violation
 __all__ = ["RepeatClosing"]
 
 # What makes a customer message a new question rather than an acknowledgement.
+_CONTENT = re.compile(r"[\w]")
 _QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可不可以|可以.{0,6}吗|是否|还有|想问|请问|问一下|咨询")
 
 
@@ -32,6 +33,13 @@ class RepeatClosing:
         # Markers found in the closing question ask "anything else?"; the rest say goodbye.
         self.asking = tuple(m for m in markers if m in question)
         self.parting = tuple(m for m in markers if m not in question)
+        # Longest first, so removing them from a draft leaves only what else it says.
+        self._closing_words = sorted({question, fold_phrase(library.closings.text), *markers}, key=len, reverse=True)
+
+    def _only_closing(self, text: str) -> bool:
+        for words in self._closing_words:
+            text = text.replace(words, "")
+        return len(_CONTENT.findall(text)) < 6
 
     def _kind(self, text: str) -> str | None:
         if any(m in text for m in self.asking):
@@ -58,11 +66,20 @@ class RepeatClosing:
             return not answered or (before == "question" and kind == "question")
         return False
 
+    def _unanswered_question(self, ctx: Context) -> bool:
+        """True when the customer's last message is a question the draft would leave unanswered."""
+        last = ctx.history[-1] if ctx.history else None
+        return last is not None and last.role == "customer" and bool(_QUESTION.search(fold_phrase(last.text)))
+
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        if not ctx.agent_texts:
+        if not ctx.history:
             return []
         kind = self._kind(draft.text)
-        if kind is None or not self._hurried(kind, ctx):
+        if kind is None:
+            return []
+        # A bare closing in reply to a fresh question shows the customer out instead of answering.
+        ignoring = self._unanswered_question(ctx) and self._only_closing(draft.text)
+        if not ignoring and not (ctx.agent_texts and self._hurried(kind, ctx)):
             return []
         start, end = 0, len(draft.original.rstrip())
         return [violation(self.rule, draft, start, end, "closing sent again before the customer asked anything new")]

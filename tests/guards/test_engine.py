@@ -95,7 +95,8 @@ def test_repeat_closing_only_while_unanswered(mini):
     hurried = [{"role": "agent", "text": closing}]
     assert "closing-again" in mini.check(closing, history=hurried).rule_ids
     answered = hurried + [{"role": "customer", "text": "还有一个问题,发票怎么开?"}]
-    assert "closing-again" not in mini.check(closing, history=answered).rule_ids
+    reply = "发票在订单详情页申请即可。" + closing
+    assert "closing-again" not in mini.check(reply, history=answered).rule_ids
 
 
 def test_repetition_against_agent_history(mini):
@@ -258,3 +259,30 @@ def test_sentence_scope_context(tmp_path):
     assert g.check("为了给您预约上门安装,麻烦提供一下联系电话。").action == "pass"
     assert g.check("麻烦提供一下联系电话。").action == "block"
     assert g.check("为了给您预约上门安装。麻烦提供一下联系电话。").action == "block"
+
+
+def test_closing_instead_of_answering_a_new_question(mini):
+    history = [{"role": "customer", "text": "退款什么时候到账"}, {"role": "agent", "text": "一般1-3个工作日原路退回。"},
+               {"role": "customer", "text": "那运费呢?"}]
+    assert "closing-again" in mini.check("感谢您的支持,祝您生活愉快!", history=history).rule_ids
+    answered = "运费也会一起退回哦。感谢您的支持,祝您生活愉快!"
+    assert "closing-again" not in mini.check(answered, history=history).rule_ids
+
+
+def test_pattern_with_sentence_scope_crosses_commas(tmp_path):
+    data = {
+        "rules": [{
+            "id": "promise", "category": "over_promise", "severity": "fatal", "action": "block", "source": "test",
+            "patterns": [{"groups": [["保证"], ["到账", "退"]], "max_gap": 10, "scope": "sentence"}], "suggest": ["tpl"],
+        }],
+        "templates": [{"id": "tpl", "situation": "s", "text": "好的。"}],
+    }
+    path = tmp_path / "lib.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    g = guards.Guard(phrases.load_library(path))
+    assert g.check("我跟您保*证,钱三天内到账。").action == "block"
+    assert g.check("我跟您保证。钱三天内到账。").action == "pass"
+
+
+def test_typed_pinyin_may_run_into_more_pinyin(mini):
+    assert "fp-dont-know" in mini.check("buzhidao ne,物流没更新。").rule_ids
