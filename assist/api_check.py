@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -35,8 +36,22 @@ class CheckRequest(BaseModel):
     conversation_id: StrictStr | None = Field(None, min_length=1, max_length=128)
 
 
+# A verdict with nothing in it depends only on its action, and most drafts are clean:
+# serialise those once (model_dump is the costly part of answering a clean check).
+_EMPTY_VERDICTS: dict[str, dict[str, Any]] = {}
+
+
 def verdict_json(v: guards.Verdict) -> dict[str, Any]:
     """The verdict as the API returns it, with rule ids and categories spelled out."""
+    if not v.violations and not v.suggestions and v.rewritten is None:
+        cached = _EMPTY_VERDICTS.get(v.action)
+        if cached is None:
+            cached = _EMPTY_VERDICTS[v.action] = _verdict_json(v)
+        return {**cached, "violations": [], "suggestions": [], "rule_ids": [], "categories": []}
+    return _verdict_json(v)
+
+
+def _verdict_json(v: guards.Verdict) -> dict[str, Any]:
     return {**v.model_dump(mode="json"), "rule_ids": list(v.rule_ids), "categories": list(v.categories)}
 
 
@@ -62,7 +77,7 @@ class GuardCache:
     def library(self, tenant: str) -> Any:
         return self._libraries[tenant]
 
-    def check(self, tenant: str, text: str, history: list[dict[str, str]]) -> guards.Verdict:
+    def check(self, tenant: str, text: str, history: Sequence[guards.Message | dict[str, str]]) -> guards.Verdict:
         started = time.perf_counter()
         verdict = self._guards[tenant].check(text, history=history)
         self._metrics.guard_latency.observe(time.perf_counter() - started)
@@ -75,9 +90,9 @@ async def check(request: web.Request) -> web.Response:
     tenant_policy(request, principal.tenant)
     body = await read_json(request, CheckRequest)
     app = request.app
-    history: list[dict[str, str]] = []
+    history: tuple[guards.Message, ...] = ()
     if body.conversation_id is not None:
-        _, history = await app[CONVERSATIONS].with_history(principal.tenant, body.conversation_id)
+        _, history = await app[CONVERSATIONS].with_messages(principal.tenant, body.conversation_id)
     verdict = app[GUARDS].check(principal.tenant, body.text, history)
     app[METRICS].record_verdict("check", verdict.action, [(v.category, v.action) for v in verdict.violations])
     audit_id = None

@@ -149,7 +149,7 @@ async def post_reply(request: web.Request) -> web.Response:
         stored = convs.db.read(_stored, principal.tenant, body.idempotency_key)
         if stored is not None:
             return _replay(stored, rhash)
-    conv, history = await convs.with_history(principal.tenant, cid)
+    conv, history = await convs.with_messages(principal.tenant, cid)
     verdict = app[GUARDS].check(principal.tenant, body.text, history)
     app[METRICS].record_verdict("send", verdict.action, [(v.category, v.action) for v in verdict.violations])
     lib = app[GUARDS].library(principal.tenant)

@@ -88,10 +88,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     """The one place errors become JSON: request id, canonical log line, metrics, refusal audit."""
     request_id = request.headers.get("X-Request-ID", "")[:64] or f"{_ID_PREFIX}-{next(_ids):x}"
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
     cid = request.match_info.get("conversation_id")
     if cid:
-        structlog.contextvars.bind_contextvars(conversation_id=cid)
+        structlog.contextvars.bind_contextvars(request_id=request_id, conversation_id=cid)
+    else:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     error: AssistError | None = None
     try:
@@ -198,7 +199,7 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _outcome_recorder(app: web.Application) -> Any:
     async def record(msg: OutboundMessage, outcome: str, details: dict[str, Any]) -> None:
-        app[METRICS].deliveries.labels(app[SETTINGS].platform, outcome).inc()
+        app[METRICS].child(app[METRICS].deliveries, app[SETTINGS].platform, outcome).inc()
         if outcome == "retry":
             return
         await app[AUDIT_WRITER].append(AuditEvent(

@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable
 
 import structlog
 
+from guards import Message
+
 from .audit import AuditEvent, AuditWriter
 from .errors import ConversationNotFound
 from .events import ConversationEvent, EventBus
@@ -130,8 +132,9 @@ class ConversationService:
         self._history = history_messages
         self.post_hoc_check: PostHocCheck | None = None
         # Conversation rows and recent history, kept in step with every write this process makes
-        # (one process owns a data dir): the send path reads them without touching SQLite.
-        self._cache: dict[tuple[str, str], tuple[Conversation, deque[dict[str, str]]]] = {}
+        # (one process owns a data dir): the send path reads them without touching SQLite. History
+        # is kept as the guard's Message values, so a check does not rebuild (and re-validate) them.
+        self._cache: dict[tuple[str, str], tuple[Conversation, deque[Message]]] = {}
 
     def _not_found(self, tenant: str, cid: str) -> ConversationNotFound:
         return ConversationNotFound(f"no conversation '{cid}' for tenant '{tenant}'",
@@ -142,10 +145,15 @@ class ConversationService:
         return (await self.with_history(tenant, cid))[0]
 
     async def with_history(self, tenant: str, cid: str) -> tuple[Conversation, list[dict[str, str]]]:
-        """The conversation and its last messages (cached; the send path's one read)."""
+        """The conversation and its last messages as {role, text} dicts, oldest first."""
+        conv, messages = await self.with_messages(tenant, cid)
+        return conv, [{"role": m.role, "text": m.text} for m in messages]
+
+    async def with_messages(self, tenant: str, cid: str) -> tuple[Conversation, tuple[Message, ...]]:
+        """The conversation and its last messages as the guard takes them (cached; the send path's one read)."""
         cached = self._cache.get((tenant, cid))
         if cached is not None:
-            return cached[0], list(cached[1])
+            return cached[0], tuple(cached[1])
         limit = self._history
 
         def read(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
@@ -160,18 +168,18 @@ class ConversationService:
         if row is None:
             raise self._not_found(tenant, cid)
         conv = Conversation.from_row(row)
-        history = deque(({"role": r["role"], "text": r["text"]} for r in reversed(rows)), maxlen=limit)
+        history = deque((Message(role=r["role"], text=r["text"]) for r in reversed(rows)), maxlen=limit)
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))  # oldest entry first
         self._cache[(tenant, cid)] = (conv, history)
-        return conv, list(history)
+        return conv, tuple(history)
 
     def remember(self, row: sqlite3.Row, messages: list[dict[str, str]]) -> None:
         """After a committed write: the conversation's new row and the messages it added."""
         key = (row["tenant"], row["id"])
         cached = self._cache.get(key)
         if cached is not None:
-            cached[1].extend(messages)
+            cached[1].extend(Message(role=m["role"], text=m["text"]) for m in messages)
             self._cache[key] = (Conversation.from_row(row), cached[1])
 
     def forget(self, tenant: str, cid: str) -> None:

@@ -40,6 +40,7 @@ class Metrics:
 
         # labels() takes a lock and builds a key each call; the request path is hot, so keep the children.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and record its latency."""
@@ -53,9 +54,19 @@ class Metrics:
 
     def record_verdict(self, endpoint: str, action: str, violations: list[tuple[str, str]]) -> None:
         """Count one verdict and each of its (category, action) violations."""
-        self.verdicts.labels(endpoint, action).inc()
+        self.child(self.verdicts, endpoint, action).inc()
         for category, v_action in violations:
-            self.violations.labels(category, v_action).inc()
+            self.child(self.violations, category, v_action).inc()
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), remembered: labels() takes a lock and builds a key each call."""
+        # Label values here come from fixed sets (endpoints, actions, rule categories), so the
+        # cache stays as small as the metric's own children.
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
