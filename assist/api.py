@@ -23,8 +23,24 @@ def note(request: web.Request, event: str, **fields: Any) -> None:
     request[LOG_FIELDS] = {"event": event, **fields}
 
 
-# json.dumps(..., ensure_ascii=False) builds a new encoder per call; one shared encoder gives the same text.
-_DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+def _dumps_factory() -> Any:
+    """json.dumps(value, ensure_ascii=False) with the C encoder built once, not per call (same text)."""
+    slow = json.JSONEncoder(ensure_ascii=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return slow
+    default, basestring = json.JSONEncoder().default, json.encoder.encode_basestring
+
+    def dumps(value: Any) -> str:
+        if type(value) is not dict:
+            return slow(value)
+        # A fresh markers dict per call keeps json's "Circular reference detected" check.
+        return "".join(make({}, default, basestring, None, ": ", ", ", False, False, True)(value, 0))
+
+    return dumps
+
+
+_DUMPS = _dumps_factory()
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

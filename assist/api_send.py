@@ -8,7 +8,6 @@ concurrent requests can never both send.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -144,7 +143,8 @@ async def post_reply(request: web.Request) -> web.Response:
     app = request.app
     cid = request.match_info["conversation_id"]
     convs = app[CONVERSATIONS]
-    rhash = _request_hash(cid, body.text, body.override_reason)
+    # Only an idempotency key is ever compared with the hash: without one, skip it.
+    rhash = "" if body.idempotency_key is None else _request_hash(cid, body.text, body.override_reason)
     if body.idempotency_key is not None:
         stored = convs.db.read(_stored, principal.tenant, body.idempotency_key)
         if stored is not None:
@@ -208,7 +208,7 @@ async def post_reply(request: web.Request) -> web.Response:
         records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
                                   conversation_id=cid, final_text=result["greeting"],
                                   details={"mode": policy.greeting_policy}))
-    await asyncio.gather(*(writer.append(record) for record in records))  # one group commit
+    await writer.append_many(records)  # one group commit
     app[OUTBOX].wake()
     note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
          greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])

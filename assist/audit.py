@@ -274,10 +274,11 @@ class AuditStore:
     def _index_texts_locked(self, limit: int) -> int:
         n = self.backend.index_texts(limit)
         self._fts_indexed = self.backend.fts_indexed()
-        self._last_id: int | None = None  # highest id this store appended (None: not known yet)
-        # Hour spans of actors and kinds known to be stored (see audit_facet in audit_sql.py).
-        self._spans: dict[tuple[str, str], tuple[int, int]] = {}
         return n
+
+    def unindexed(self) -> int | None:
+        """How many appended records wait for the full-text index (None: not known in this process yet)."""
+        return None if self._last_id is None else max(0, self._last_id - self._fts_indexed)
 
     def _tail(self, tenant: str) -> tuple[int, bytes]:
         """Where the tenant's chain continues: its signed head, checked with the key.
