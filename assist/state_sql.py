@@ -12,6 +12,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -97,6 +98,36 @@ CREATE TABLE IF NOT EXISTS inbound_seen (
 """
 
 
+# How long a write waits for another connection to state.db (the clock's) to finish its transaction.
+_BUSY_TIMEOUT_S = 5.0
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried every 0.1-2 ms for up to _BUSY_TIMEOUT_S while another connection writes.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a lock held for 0.3 ms
+    cost a waiting send 1-8 ms (the tail of send latency); polling finely waits about as long as
+    the lock is actually held. The writer connection's busy_timeout is 0 so this loop is the one waiting.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        return
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err) and "busy" not in str(err):
+            raise
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.0001
+    while True:
+        time.sleep(delay)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as err:
+            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() >= deadline:
+                raise
+        delay = min(delay * 2, 0.002)
+
+
 def prune(conn: sqlite3.Connection, before: float) -> int:
     """Forget inbound delivery ids and idempotency keys recorded before `before`; return rows removed."""
     removed = conn.execute("DELETE FROM inbound_seen WHERE at < ?", (before,)).rowcount
@@ -122,6 +153,7 @@ class StateDB:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
+        self._conn.execute("PRAGMA busy_timeout=0")  # _begin waits instead (see there)
         # Reads use their own connection on the event loop thread: a WAL reader sees every committed
         # write and never waits behind the writer's fsync.
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -134,7 +166,7 @@ class StateDB:
         """Run fn(conn, *args) in one transaction on the calling thread (CLI, start-up)."""
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             try:
                 result = fn(conn, *args)
             except BaseException:
@@ -179,7 +211,7 @@ class StateDB:
         with self._lock:
             conn = self._conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                _begin(conn)
                 for fn, args, _, _ in batch:
                     conn.execute("SAVEPOINT call")
                     try:
