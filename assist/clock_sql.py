@@ -67,16 +67,14 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState |
     if not open_ and not pending and timers == "[]":  # closed: only its once-only flags matter
         engine.closed.setdefault(tenant, {})[cid] = int(flags)
         return None
-    per = engine.convs.setdefault(tenant, {})
-    st = per[cid] = ConvState(tenant, cid, agent)
+    st = ConvState(tenant, cid, agent)
     st.open, st.flags, st.question_at = bool(open_), int(flags), question_at
     st.response_due, st.rate_due, st.wait_due = response_due, rate_due, wait_due
     if pending:
         st.pending = tuple((rule, str(t), float(d), bool(late), tid) for rule, (t, d, late, tid) in json.loads(pending).items())
-    if st.pending:
-        engine.with_pending.add(st)
     for fire_at, rule in json.loads(timers):
         engine.rearm(st, str(rule), float(fire_at))
+    engine.put(st)
     return st
 
 

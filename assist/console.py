@@ -24,7 +24,7 @@ from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
 from .errors import BadRequest
 from .events import ConversationEvent
-from .reminders import AuditNote, ReminderEngine, TenantRules
+from .reminders import AuditNote, ConvState, ReminderEngine, TenantRules
 
 __all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_ctx", "setup_console_routes", "tenant_rules_from"]
 
@@ -160,7 +160,7 @@ class ClockService:
         async with self._lock:
             engine, waiters = self.engine, self._waiters
             self._waiters = []
-            states = list(engine.dirty)
+            states = list(engine.dirty.values())  # packed ConvStates
             engine.dirty.clear()
             records, engine.audit_outbox = engine.audit_outbox, []
             # state.db and the audit file are written at the same time, each on its own thread.
@@ -172,18 +172,19 @@ class ClockService:
             if err is not None:
                 raise err
 
-    async def _save(self, states: list[Any]) -> None:
+    async def _save(self, states: list[tuple[Any, ...]]) -> None:
         if not states or self.store is None:
             return
         now = self.clock.now()
         rows = []
         try:
             for i in range(0, len(states), 256):  # encode in slices; keep the loop free
-                rows += [row_of(self.engine, st, now) for st in states[i:i + 256]]
+                rows += [row_of(self.engine, ConvState.unpack(p), now) for p in states[i:i + 256]]
                 await asyncio.sleep(0)
             await self.store.save(rows)
         except Exception:
-            self.engine.dirty.update(states)
+            for p in states:  # a newer change of the same conversation wins
+                self.engine.dirty.setdefault(p[0], p)
             raise
 
     async def _audit(self, records: list[tuple[Any, ...]]) -> None:

@@ -127,12 +127,18 @@ class AuditNote(NamedTuple):
 
 
 class ConvState:
-    """One conversation as the clock sees it; slots keep 100,000 of them small."""
+    """One conversation as the clock sees it, unpacked for the duration of one event or timer.
 
-    __slots__ = ("tenant", "cid", "agent", "open", "flags", "question_at", "response_due",
+    Between events a conversation is stored packed (`pack()`): a plain tuple of plain values and
+    tuples, which the garbage collector stops tracking. 100,000 tracked objects would make every
+    full collection walk them all, a pause of tens of milliseconds for every reminder due then.
+    """
+
+    __slots__ = ("key", "tenant", "cid", "agent", "open", "flags", "question_at", "response_due",
                  "rate_due", "wait_due", "timers", "armed", "pending")
 
     def __init__(self, tenant: str, cid: str, agent: str | None = None) -> None:
+        self.key = (tenant, cid)  # the scheduler's target: one shared tuple per conversation
         self.tenant, self.cid, self.agent = tenant, cid, agent
         self.open = True
         self.flags = 0
@@ -146,6 +152,18 @@ class ConvState:
         # plain values, replaced on change: the garbage collector stops tracking it, where a dict
         # living for seconds would be promoted and bring the next full collection closer.
         self.pending: tuple[tuple[str, str, float, bool, str | None], ...] = ()
+
+    def pack(self) -> tuple[Any, ...]:
+        return (self.key, self.agent, self.open, self.flags, self.question_at, self.response_due, self.rate_due,
+                self.wait_due, self.timers, self.armed, self.pending)
+
+    @classmethod
+    def unpack(cls, packed: tuple[Any, ...]) -> ConvState:
+        st = cls.__new__(cls)
+        (st.key, st.agent, st.open, st.flags, st.question_at, st.response_due, st.rate_due, st.wait_due,
+         st.timers, st.armed, st.pending) = packed
+        st.tenant, st.cid = st.key
+        return st
 
     def pending_rule(self, rule: str) -> tuple[str, str, float, bool, str | None] | None:
         return next((p for p in self.pending if p[0] == rule), None)
@@ -172,25 +190,39 @@ class ReminderEngine:
         # Push events are built only for agents with a console open; the rest poll the pending list.
         self._listening = listening or (lambda tenant, agent: agent is not None)
         self._cues = cues or load_cues()
-        self.convs: dict[str, dict[str, ConvState]] = {}
+        self.convs: dict[str, dict[str, tuple[Any, ...]]] = {}  # tenant -> id -> packed ConvState
         # Closed conversations leave memory; a reopen finds its flags here (str -> int: a dict
         # of plain values the garbage collector does not track).
         self.closed: dict[str, dict[str, int]] = {}
-        self.with_pending: set[ConvState] = set()
-        self.dirty: set[ConvState] = set()
+        self.with_pending: set[tuple[str, str]] = set()  # keys of conversations with pending reminders
+        self.dirty: dict[tuple[str, str], tuple[Any, ...]] = {}  # changed since the last flush: packed state
         self.audit_outbox: list[tuple[Any, ...]] = []  # plain-tuple AuditNotes
         self.restored_at = float("-inf")  # deadlines before this passed while the service was down
         self.on_change: Callable[[], None] = lambda: None  # ClockService: "something to persist"
 
     # ---- state lookup -------------------------------------------------------------------------
     def get(self, tenant: str, cid: str) -> ConvState | None:
-        return self.convs.get(tenant, {}).get(cid)
+        """The conversation's current state (a copy: changes go back through `put`)."""
+        packed = self.convs.get(tenant, {}).get(cid)
+        return ConvState.unpack(packed) if packed is not None else None
+
+    def put(self, st: ConvState) -> tuple[Any, ...]:
+        """Store a conversation's state (packed) without marking it changed."""
+        packed = self.convs.setdefault(st.tenant, {})[st.cid] = st.pack()
+        if st.pending:
+            self.with_pending.add(st.key)
+        else:
+            self.with_pending.discard(st.key)
+        return packed
+
+    def _save(self, st: ConvState) -> None:
+        self.dirty[st.key] = self.put(st)
+        self.on_change()
 
     def _state(self, tenant: str, cid: str) -> ConvState:
-        per = self.convs.setdefault(tenant, {})
-        st = per.get(cid)
+        st = self.get(tenant, cid)
         if st is None:
-            st = per[cid] = ConvState(tenant, cid)
+            st = ConvState(tenant, cid)
             flags = self.closed.get(tenant, {}).pop(cid, None)
             if flags is not None:  # reopened: the once-only suggestions stay used
                 st.flags, st.open = flags, False
@@ -199,13 +231,17 @@ class ReminderEngine:
     def _evict(self, st: ConvState) -> None:
         """Drop a closed conversation from memory, keeping only its once-only flags."""
         self.convs.get(st.tenant, {}).pop(st.cid, None)
+        self.with_pending.discard(st.key)
         self.closed.setdefault(st.tenant, {})[st.cid] = st.flags
+        self.dirty[st.key] = st.pack()  # its closed row is still written
+        self.on_change()
 
     def pending_for(self, tenant: str, agent_id: str) -> list[dict[str, Any]]:
         """Pending reminders of the agent's conversations, soonest first, seconds_left as of now."""
         now = self.clock.now()
-        found = [(p[2], p[1] != "reminder", p[0], st) for st in self.with_pending
-                 if st.tenant == tenant and st.agent == agent_id for p in st.pending]
+        states = [st for st in map(lambda k: self.get(*k), self.with_pending)
+                  if st is not None and st.tenant == tenant and st.agent == agent_id]
+        found = [(p[2], p[1] != "reminder", p[0], st) for st in states for p in st.pending]
         found.sort(key=lambda f: (f[0], f[1], f[3].cid, f[2]))
         return [self.public(st, rule, now) for _, _, rule, st in found]
 
@@ -225,7 +261,6 @@ class ReminderEngine:
     def apply(self, ev: ConversationEvent) -> None:
         """Update the conversation's clock for one event (synchronous; no I/O)."""
         st = self._state(ev.tenant, ev.conversation_id)
-        self.dirty.add(st)
         kind = ev.kind
         if ev.agent_id and ev.agent_id != st.agent and kind != "transferred":
             st.agent = ev.agent_id
@@ -241,10 +276,11 @@ class ReminderEngine:
             self._clear(st, ev.at)
             if kind == "closed":
                 st.open = False
-                self._evict(st)  # still in `dirty`: its closed row is written all the same
-            elif ev.agent_id:
+                self._evict(st)
+                return
+            if ev.agent_id:
                 st.agent = ev.agent_id
-        self.on_change()
+        self._save(st)
 
     def _customer(self, st: ConvState, ev: ConversationEvent) -> None:
         rules = self._rules_for(st.tenant)
@@ -292,7 +328,7 @@ class ReminderEngine:
 
     # ---- timers -------------------------------------------------------------------------------
     def _arm(self, st: ConvState, rule: str, fire_at: float) -> None:
-        st.timers += (self.scheduler.schedule(fire_at, st, rule),)
+        st.timers += (self.scheduler.schedule(fire_at, st.key, rule),)
         st.armed |= RULE_BITS[rule]
 
     def rearm(self, st: ConvState, rule: str, fire_at: float) -> None:
@@ -322,15 +358,21 @@ class ReminderEngine:
                 self._deliver(st.tenant, st.agent, {"type": "cleared", "conversation_id": st.cid,
                                                     "rules": gone, "at": iso(at)})
         st.pending = ()
-        self.with_pending.discard(st)
 
-    def _fire(self, st: ConvState, rule: str, fire_at: float) -> None:
+    def _fire(self, key: tuple[str, str], rule: str, fire_at: float) -> None:
+        st = self.get(*key)
+        if st is None:  # closed and evicted; its timers were cancelled, so this is only defensive
+            return
+        try:
+            self._fire_state(st, rule, fire_at)
+        finally:
+            self._save(st)
+
+    def _fire_state(self, st: ConvState, rule: str, fire_at: float) -> None:
         now = self.clock.now()
         live = self.scheduler.is_live
         st.timers = tuple(h for h in st.timers if live(h))
         st.armed &= ~RULE_BITS[rule]
-        self.dirty.add(st)
-        self.on_change()
         due = getattr(st, _DUE[rule.split(".", 1)[0]])
         if due is None:  # its clock was cleared after the entry was restored; nothing is owed
             return
@@ -349,8 +391,6 @@ class ReminderEngine:
 
     def _keep(self, st: ConvState, rule: str, typ: str, due: float, late: bool, template_id: str | None,
               now: float, lateness: float) -> None:
-        if not st.pending:
-            self.with_pending.add(st)
         st.pending = tuple(p for p in st.pending if p[0] != rule) + ((rule, typ, due, late, template_id),)
         self._push(st, rule, now)
         self.audit_outbox.append((st.tenant, "reminder", _actor(st), st.cid, rule, typ, due, late,
