@@ -18,16 +18,24 @@ __all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "find_wait_folded", "parse_
 WAIT_HINTS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
 
 _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
+# Between the number and the unit: 二十来分钟, 十多分钟, 半个小时.
+_APPROX = r"\s*(?:来|多)?\s*(?:个)?\s*"
+_UNIT = r"(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
 _WAIT = re.compile(
     r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我|等个|等上|先等)"
-    r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")\s*(?:个)?\s*(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
-    r"(?:\s*半)?(?:钟)?))?"
+    r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?))?"
+)
+# Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
+# 需要十分钟左右 (a bare 等 or 需要 is far too common to mean a wait on its own).
+_TIMED = re.compile(
+    r"(?:给我|得等|要等|需要等|需要|还得|等)\s*(?:大概|大约|差不多|估计)?\s*"
+    r"(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?)"
 )
 # A duration before a reply verb: 2分钟后回复您, 大约三分钟给您答复. Hours are left out: "24小时内
 #给您回复" promises a follow-up, not a wait in the chat.
 _BEFORE = re.compile(
-    r"(?P<d>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
+    r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
 )
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -62,7 +70,7 @@ def _number(token: str) -> float | None:
     return float(total + current)
 
 
-_DURATION = re.compile(r"(" + _NUM + r")\s*(?:个)?\s*(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
+_DURATION = re.compile(r"(" + _NUM + r")" + _APPROX + r"(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
 
 
 def parse_duration(text: str) -> int | None:
@@ -91,18 +99,13 @@ def find_wait(text: str) -> WaitPromise | None:
 def find_wait_folded(folded: str) -> WaitPromise | None:
     """find_wait on a text already folded (guards.normalize.fold), offsets unchanged."""
     folded = folded.replace("\x00", " ")
-    if not any(u in folded for u in _UNITS):
-        m = _WAIT.search(folded)
-        return WaitPromise(m.start(), m.end(), None) if m else None
     m = _WAIT.search(folded)
-    if m:
-        if m.group("after"):
-            return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
-        b = _BEFORE.search(folded)
-        if b:
-            return WaitPromise(b.start(), b.end(), parse_duration(b.group("d")))
-        return WaitPromise(m.start(), m.end(), None)
-    b = _BEFORE.search(folded)
-    if b:
-        return WaitPromise(b.start(), b.end(), parse_duration(b.group("d")))
-    return None
+    if not any(u in folded for u in _UNITS):
+        return WaitPromise(m.start(), m.end(), None) if m else None
+    if m and m.group("after"):
+        return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
+    for timed in (_TIMED, _BEFORE):
+        t = timed.search(folded)
+        if t:
+            return WaitPromise(t.start(), t.end(), parse_duration(t.group("after")))
+    return WaitPromise(m.start(), m.end(), None) if m else None

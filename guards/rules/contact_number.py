@@ -12,7 +12,7 @@ import re
 
 from phrases.schema import Library, Rule
 
-from ..context import Context
+from ..context import SENTENCE_ENDS, Context, clause_bounds
 from ..model import Violation
 from ..normalize import Normalized
 from .base import violation
@@ -29,6 +29,11 @@ _IM_ID = re.compile(
 
 _FIVE_DIGITS = re.compile(r"[0-9]{5}")
 _IM_WORDS = ("qq", "微信", "vx", "wx", "weixin", "v信", "威信", "薇信", "扣扣", "企鹅")
+
+
+# A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
+# customer needs, not the agent's private contact.
+_SERVICE_PEOPLE = ("快递员", "快递小哥", "师傅", "骑手", "配送员", "送货员", "安装工", "维修工", "网点", "驿站")
 
 
 def _digits(s: str) -> str:
@@ -49,6 +54,9 @@ class ContactNumber:
         given = {_digits(m.group()) for msg in ctx.history if msg.role == "customer" for m in _MOBILE.finditer(msg.text)}
         out: list[Violation] = []
         for m in _MOBILE.finditer(text):
+            cs, ce = clause_bounds(text, m.start(), m.end(), stops=SENTENCE_ENDS)
+            if any(p in text[cs : m.start()] for p in _SERVICE_PEOPLE):
+                continue
             if _digits(m.group()) not in given:
                 out.append(violation(self.rule, draft, m.start(), m.end(), "a private phone number in the reply"))
         for m in _IM_ID.finditer(text):

@@ -143,6 +143,7 @@ def test_contact_number_except_customer_own(mini):
     history = [{"role": "customer", "text": "我的手机是13812345678"}]
     assert mini.check("好的,您的手机号13812345678已备注。", history=history).action == "pass"
     assert mini.check("加我微信 abc12345").action == "block"
+    assert mini.check("快递员的电话是13812345678,您可以直接联系他取件。").action == "pass"
 
 
 @pytest.mark.parametrize(
@@ -150,6 +151,7 @@ def test_contact_number_except_customer_own(mini):
     [
         ("请稍等", None), ("请您稍等2分钟", 120), ("稍等两分钟", 120), ("稍等半分钟", 30),
         ("稍等 90 秒", 90), ("请稍等一分半钟", 90), ("请您稍等１０分钟", 600), ("稍等三十秒", 30),
+        ("给我半个小时,我查完回复您", 1800), ("估计得等二十来分钟", 1200), ("稍等一下,大概需要5分钟", 300),
     ],
 )
 def test_find_wait(text, wait):
