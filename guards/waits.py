@@ -27,9 +27,9 @@ _WAIT = re.compile(
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?))?"
 )
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
-# 需要十分钟左右 (a bare 等 or 需要 is far too common to mean a wait on its own).
+# 需要等十分钟 (a bare 需要 is about anything: 解冻大约需要12小时).
 _TIMED = re.compile(
-    r"(?:给我|得等|要等|需要等|需要|还得|等)\s*(?:大概|大约|差不多|估计)?\s*"
+    r"(?:给我|得等|要等|需要等|等)\s*(?:大概|大约|差不多|估计)?\s*"
     r"(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?)"
 )
 # A duration before a reply verb: 2分钟后回复您, 大约三分钟给您答复. Hours are left out: "24小时内
@@ -38,6 +38,7 @@ _BEFORE = re.compile(
     r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
 )
+_SENTENCE_END = re.compile(r"[。!?\n]")
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
 
@@ -104,6 +105,12 @@ def find_wait_folded(folded: str) -> WaitPromise | None:
         return WaitPromise(m.start(), m.end(), None) if m else None
     if m and m.group("after"):
         return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
+    if m:
+        # 稍等一下,大概需要5分钟: the length named later in the same sentence.
+        stop = _SENTENCE_END.search(folded, m.end())
+        d = _DURATION.search(folded, m.end(), stop.start() if stop else len(folded))
+        if d:
+            return WaitPromise(m.start(), d.end(), parse_duration(d.group()))
     for timed in (_TIMED, _BEFORE):
         t = timed.search(folded)
         if t:
