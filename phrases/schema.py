@@ -7,9 +7,9 @@ engine never sees a bad entry. Messages name the entry and the fix.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 __all__ = [
     "ACTIONS",
@@ -65,7 +65,8 @@ Detector = Literal[
     "contact_number",
 ]
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+# A stable id: it appears in violations, audit rows and admins' edits.
+EntryId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$")]
 
 
 class _Model(BaseModel):
@@ -131,7 +132,7 @@ class Examples(_Model):
 
 
 class Rule(_Model):
-    id: str
+    id: EntryId
     category: Category
     severity: Severity
     action: Action
@@ -158,13 +159,6 @@ class Rule(_Model):
     options: dict[str, int | float | str | bool | list[str]] = {}
     enabled: bool = True
     examples: Examples = Examples()
-
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError("id must be 2-64 chars of a-z, 0-9, '_', '.', '-', starting alphanumeric")
-        return v
 
     @field_validator("phrases", "variants")
     @classmethod
@@ -194,16 +188,9 @@ class Rule(_Model):
 class Template(_Model):
     """A polite reply keyed by situation, offered instead of a blocked draft."""
 
-    id: str
+    id: EntryId
     situation: str
     text: str = Field(min_length=1)
-
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError("id must be 2-64 chars of a-z, 0-9, '_', '.', '-', starting alphanumeric")
-        return v
 
 
 class Greetings(_Model):

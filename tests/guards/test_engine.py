@@ -247,17 +247,19 @@ def test_follow_up_in_hours_is_not_a_wait():
     assert guards.find_wait("您的投诉我已经受理,会在24小时内给您回复。") is None
 
 
-def test_sentence_scope_context(tmp_path):
+def _one_rule_guard(tmp_path, **rule) -> guards.Guard:
+    """A guard over a library of one blocking rule, loaded from a file like an admin's."""
     data = {
-        "rules": [{
-            "id": "ask-phone", "category": "privacy_request", "severity": "fatal", "action": "block",
-            "source": "test", "phrases": ["联系电话"], "allow": {"sentence": ["预约上门"]}, "suggest": ["tpl"],
-        }],
+        "rules": [{"id": "only", "severity": "fatal", "action": "block", "source": "test", "suggest": ["tpl"], **rule}],
         "templates": [{"id": "tpl", "situation": "s", "text": "好的。"}],
     }
     path = tmp_path / "lib.json"
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    g = guards.Guard(phrases.load_library(path))
+    return guards.Guard(phrases.load_library(path))
+
+
+def test_sentence_scope_context(tmp_path):
+    g = _one_rule_guard(tmp_path, category="privacy_request", phrases=["联系电话"], allow={"sentence": ["预约上门"]})
     assert g.check("为了给您预约上门安装,麻烦提供一下联系电话。").action == "pass"
     assert g.check("麻烦提供一下联系电话。").action == "block"
     assert g.check("为了给您预约上门安装。麻烦提供一下联系电话。").action == "block"
@@ -272,16 +274,8 @@ def test_closing_instead_of_answering_a_new_question(mini):
 
 
 def test_pattern_with_sentence_scope_crosses_commas(tmp_path):
-    data = {
-        "rules": [{
-            "id": "promise", "category": "over_promise", "severity": "fatal", "action": "block", "source": "test",
-            "patterns": [{"groups": [["保证"], ["到账", "退"]], "max_gap": 10, "scope": "sentence"}], "suggest": ["tpl"],
-        }],
-        "templates": [{"id": "tpl", "situation": "s", "text": "好的。"}],
-    }
-    path = tmp_path / "lib.json"
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    g = guards.Guard(phrases.load_library(path))
+    pattern = {"groups": [["保证"], ["到账", "退"]], "max_gap": 10, "scope": "sentence"}
+    g = _one_rule_guard(tmp_path, category="over_promise", patterns=[pattern])
     assert g.check("我跟您保*证,钱三天内到账。").action == "block"
     assert g.check("我跟您保证。钱三天内到账。").action == "pass"
 
