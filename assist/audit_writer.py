@@ -27,14 +27,17 @@ class AuditWriter:
     """
 
     def __init__(self, store: AuditStore, *, max_batch: int = 1000, idle_s: float = 0.05,
-                 index_slice: int = 500) -> None:
+                 busy_slice: int = 100, idle_slice: int = 500) -> None:
         self.store = store
         self.max_batch = max_batch
         # The full-text index is caught up when the writer has been idle for idle_s, or when a
         # whole slice waits: not every time the queue runs dry, which under steady load is after
         # every batch and put an extra fsync'd transaction in front of the next batch's commit.
+        # While appends keep coming the slice stays small, so an append waits at most for ~100
+        # records' indexing (a few ms), never for a 500-record transaction.
         self.idle_s = idle_s
-        self.index_slice = index_slice
+        self.busy_slice = busy_slice
+        self.idle_slice = idle_slice
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,14 +114,15 @@ class AuditWriter:
     def _idle(self) -> list[Any]:
         """Wait for the next append; meanwhile catch the full-text index up, a slice at a time."""
         waiting = self.store.unindexed()
-        if waiting is None or waiting < self.index_slice:
+        limit = self.busy_slice
+        if waiting is None or waiting < self.busy_slice:
             try:
                 return [self._q.get(timeout=self.idle_s)]
             except queue.Empty:
-                pass
+                limit = self.idle_slice
         while True:
             try:
-                if not self.store.index_texts(limit=self.index_slice):
+                if not self.store.index_texts(limit=limit):
                     break
             except Exception:  # searches stay exact without the index (they scan the tail)
                 log.exception("audit.fts_index_failed")
