@@ -97,6 +97,11 @@ class ClockStore:
         conn.executescript(SCHEMA)
         self._conn = conn
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The one worker thread this store's connection is used from."""
+        return self._pool
+
     def _c(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("ClockStore is not open")

@@ -100,9 +100,11 @@ class ClockService:
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        # Reminders come in bursts of thousands; one batched transaction per flush, on a thread of
-        # its own, costs far less than an awaited AuditWriter.append (task + future) per record.
-        self._audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clock-audit")
+        # Reminders come in bursts of thousands: batched transactions on a worker thread cost far
+        # less than an awaited AuditWriter.append (task + future) per record. The thread is the
+        # state store's own: one worker contending for the GIL with the event loop, not two.
+        self._own_pool = store is None
+        self._audit_pool = store.executor if store is not None else ThreadPoolExecutor(1, "clock-audit")
         self._closing = False
 
     async def start(self) -> None:
@@ -129,7 +131,8 @@ class ClockService:
         await self.flush()
         if self.store is not None:
             await self.store.close()
-        self._audit_pool.shutdown(wait=True)
+        if self._own_pool:
+            self._audit_pool.shutdown(wait=True)
 
     async def handle(self, event: ConversationEvent) -> None:
         """EventBus subscriber: apply the event, return once its new deadlines are stored."""
