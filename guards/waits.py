@@ -38,6 +38,8 @@ _BEFORE = re.compile(
     r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
 )
+# 感谢您的耐心等待 thanks the customer for a wait that is over; it promises none.
+_THANKS = re.compile(r"感谢|谢谢|多谢|辛苦")
 _SENTENCE_END = re.compile(r"[。!?\n]")
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
@@ -100,7 +102,7 @@ def find_wait(text: str) -> WaitPromise | None:
 def find_wait_folded(folded: str) -> WaitPromise | None:
     """find_wait on a text already folded (guards.normalize.fold), offsets unchanged."""
     folded = folded.replace("\x00", " ")
-    m = _WAIT.search(folded)
+    m = next((w for w in _WAIT.finditer(folded) if not _THANKS.search(folded, max(0, w.start() - 8), w.start())), None)
     if not any(u in folded for u in _UNITS):
         return WaitPromise(m.start(), m.end(), None) if m else None
     if m and m.group("after"):

@@ -279,8 +279,6 @@ async def test_default_library_supplies_thresholds_and_suggestion_texts() -> Non
     assert h.events()[0]["suggestion"]["text"] == lib.template("wait-apology").text
 
 
-@pytest.mark.xfail(reason="guards.waits.find_wait reads 感谢您的耐心等待 as a new wait (reported); "
-                          "the agent's thank-you on return must not start another wait", strict=False)
 async def test_thanking_for_the_wait_does_not_start_a_new_wait(night) -> None:
     h = night
     h.send("agent_message", "请稍等")

@@ -160,8 +160,9 @@ def test_find_wait(text, wait):
     assert 0 <= found.start < found.end <= len(text)
 
 
-def test_no_wait_in_plain_reply():
-    assert guards.find_wait("您的订单已发货。") is None
+@pytest.mark.parametrize("text", ["您的订单已发货。", "感谢您的耐心等待,已经帮您查到了。", "谢谢您的等待。"])
+def test_no_wait_promised(text):
+    assert guards.find_wait(text) is None
 
 
 def test_verdict_serialises(mini):
