@@ -79,7 +79,8 @@ class Guard:
         self.library = library
         enabled = [r for r in library.rules if r.enabled]
         lexical = [r for r in enabled if r.detector == "lexical"]
-        self._lexical = LexicalRules(lexical, library.contexts)
+        reference = "\n".join(t.text for t in library.templates)
+        self._lexical = LexicalRules(lexical, library.contexts, reference=reference)
         self._detectors = []
         for rule in enabled:
             if rule.detector == "lexical":

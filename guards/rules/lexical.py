@@ -35,9 +35,11 @@ class LexicalRules:
 
     id = "lexical"
 
-    def __init__(self, rules: list[Rule], shared: list[SharedContext] | tuple[SharedContext, ...] = ()) -> None:
+    def __init__(
+        self, rules: list[Rule], shared: list[SharedContext] | tuple[SharedContext, ...] = (), *, reference: str = ""
+    ) -> None:
         self.rules = rules
-        self._index = build_index(rules)
+        self._index = build_index(rules, reference=reference)
         # Each rule's own allow-context, then the shared ones of its category.
         self._contexts = [
             [c for c in [self._fold_context(r.allow)] + [self._fold_context(x) for x in shared if r.category in x.categories] if c]
@@ -89,10 +91,7 @@ class LexicalRules:
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
         for pi in patterns:
-            ri, regex, groups = ix.patterns[pi]
-            # Substring tests are far cheaper than the regex: every group must be present.
-            if not all(any(w in text for w in g) for g in groups):
-                continue
+            ri, regex, _ = ix.patterns[pi]
             for m in regex.finditer(text):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
         for fi, hits in fuzzy.items():

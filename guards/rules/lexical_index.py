@@ -12,6 +12,7 @@ over the pinyin view, used only for drafts that contain Latin letters.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ahocorasick
@@ -76,8 +77,27 @@ def _automaton(entries: dict[str, list]) -> ahocorasick.Automaton | None:
     return a
 
 
-def build_index(rules: list[Rule]) -> Index:
-    """Compile every lexical rule; raise RuleConfigError on a phrase that normalises to nothing."""
+def _commonness(rules: list[Rule], reference: str) -> Callable[[list[str]], tuple[int, int]]:
+    """How often a group's words turn up in ordinary service language (lower is rarer).
+
+    The reference is the library's own harmless text: its templates and every rule's `miss`
+    examples. Short words break ties, since they occur more often in drafts at large.
+    """
+    text = fold_phrase(reference)
+
+    def score(group: list[str]) -> tuple[int, int]:
+        return sum(text.count(w) for w in group), -min(map(len, group))
+
+    return score
+
+
+def build_index(rules: list[Rule], *, reference: str = "") -> Index:
+    """Compile every lexical rule; raise RuleConfigError on a phrase that normalises to nothing.
+
+    `reference` is ordinary service text, used to pick the rarest group of each word-group
+    pattern as the one that wakes its regex.
+    """
+    commonness = _commonness(rules, reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
     keys: list[tuple[str, Key]] = []
     wakes: list[tuple[str, int]] = []
     hints: list[tuple[str, int]] = []
@@ -111,9 +131,9 @@ def build_index(rules: list[Rule]) -> Index:
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
             index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
-            # The prefilter anchors on the rarest group (longest shortest word), so common words
-            # like 我 or 看 do not wake the regex on every draft.
-            anchor = max(groups, key=lambda g: (min(map(len, g)), -len(g)))
+            # The prefilter anchors on the rarest group, so common words like 我 or 看 do not
+            # wake the regex on every draft.
+            anchor = min(groups, key=commonness)
             wakes += [(word, len(index.patterns) - 1) for word in anchor]
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
