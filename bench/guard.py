@@ -11,6 +11,7 @@ between the two so machine noise hits both alike. Prints medians, p99 and the ra
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -26,25 +27,29 @@ import guards  # noqa: E402
 import phrases  # noqa: E402
 from guards.normalize import fold_phrase  # noqa: E402
 
-# Ordinary service sentences; drafts are built from them, with a violation in some.
-CLEAN = [
-    "您好,很高兴为您服务。", "您的订单已经发货了,预计明天送达,请注意查收。", "这款衣服是纯棉的,洗涤时建议反面冷水手洗。",
-    "退款审核通过后,一般1-3个工作日原路退回到您的支付账户。", "麻烦您提供一下订单号,我帮您查询物流信息。",
-    "如果您不清楚尺码,可以参考详情页的尺码表。", "这边已经为您备注了优先发货,请您放心。", "非常抱歉给您带来不便,我们马上为您处理。",
-    "请您稍等2分钟,我马上为您确认一下。", "感谢您的耐心等待,已经帮您查到了。", "赠品会随包裹一起寄出,不需要另外下单哦。",
-    "这个型号支持七天无理由退换,运费险也已经为您开通。", "亲,优惠券在结算页面可以直接使用的。",
-]
-BAD = ["我不知道", "不 知 道", "这跟我没关系", "你自己不会看吗", "爱买不买", "加我微信聊", "我保证给您全额退款", "好吧。。。"]
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus"
 
 
 def make_drafts(n: int, rng: random.Random) -> list[str]:
+    """200-character drafts stitched from the labelled corpus: mostly good replies, a violation in some.
+
+    Real agent language (the corpus rows), not a handful of repeated sentences, so hit counts
+    and pattern wake-ups are those of real drafts.
+    """
+    good: list[str] = []
+    bad: list[str] = []
+    for path in sorted(CORPUS.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                (good if row["kind"] in ("clean", "hard_negative") else bad).append(row["text"])
     drafts = []
     for i in range(n):
         parts: list[str] = []
         while sum(map(len, parts)) < 200:
-            parts.append(rng.choice(CLEAN))
+            parts.append(rng.choice(good))
         if i % 4 == 0:
-            parts.insert(rng.randrange(len(parts)), rng.choice(BAD))
+            parts.insert(rng.randrange(len(parts)), rng.choice(bad))
         drafts.append("".join(parts)[:200])
     return drafts
 

@@ -32,6 +32,7 @@ def _chars_by_sound() -> dict[str, tuple[int, ...]]:
     return {k: tuple(v) for k, v in by.items()}
 
 
+@lru_cache(maxsize=None)
 def _sound(ch: str) -> str | None:
     cp = ord(ch)
     if cp not in pinyin_dict:
@@ -89,7 +90,7 @@ def sound_of(ch: str) -> str | None:
     return _sound(ch)
 
 
-def pinyin_view(text: str) -> tuple[str, list[int], list[int]]:
+def pinyin_view(text: str, offset: int = 0) -> tuple[str, list[int], list[int]]:
     """`text` with each Chinese character spelled in pinyin, for drafts that mix the two (不qing楚).
 
     Returns the view and, for each of its positions, the index in `text` it came from and
@@ -105,6 +106,6 @@ def pinyin_view(text: str) -> tuple[str, list[int], list[int]]:
         else:
             unit = _sound(ch) or "|"
         out.append(unit)
-        origin.extend([i] * len(unit))
+        origin.extend([offset + i] * len(unit))
         starts.extend([1] + [0] * (len(unit) - 1))
     return "".join(out), origin, starts

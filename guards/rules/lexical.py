@@ -25,6 +25,7 @@ __all__ = ["LexicalRules"]
 
 _ASCII_WORD = re.compile(r"[a-z0-9]")
 _LETTERS = re.compile(r"[a-z]{2}")
+_LATIN_RUN = re.compile(r"[a-z]+")
 
 
 _Folded = tuple[Allow, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
@@ -107,8 +108,23 @@ class LexicalRules:
         return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
 
     def _mixed_candidates(self, text: str, found: dict[tuple[int, int, int], str]) -> None:
-        """Phrases spelled partly in pinyin (不qing楚, 你这话shenme意思), matched in pinyin."""
-        view, origin, starts = pinyin_view(text)
+        """Phrases spelled partly in pinyin (不qing楚, 你这话shenme意思), matched in pinyin.
+
+        Only the stretches around Latin runs are spelled out: a phrase of up to 12 characters
+        that holds typed letters lies within 12 characters of them.
+        """
+        windows: list[list[int]] = []
+        for m in _LATIN_RUN.finditer(text):
+            lo, hi = max(0, m.start() - 12), min(len(text), m.end() + 12)
+            if windows and lo <= windows[-1][1]:
+                windows[-1][1] = hi
+            else:
+                windows.append([lo, hi])
+        for lo, hi in windows:
+            self._mixed_window(text, lo, hi, found)
+
+    def _mixed_window(self, text: str, lo: int, hi: int, found: dict[tuple[int, int, int], str]) -> None:
+        view, origin, starts = pinyin_view(text[lo:hi], lo)
         assert self._index.mixed is not None
         for end, keys in self._index.mixed.iter(view):
             for k in keys:
