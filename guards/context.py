@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from .model import Message
 from .normalize import BOUNDARIES, Normalized
 
-__all__ = ["SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
+__all__ = ["QUOTES", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
 
 # Marks that end a sentence; commas, colons and semicolons only end a clause.
 SENTENCE_ENDS = frozenset("。!?\n…")
 
 _OPEN = "“「『《‘"
 _CLOSE = "”」』》’"
+# Every quotation mark the matching view keeps; a draft without one quotes nobody.
+QUOTES = _OPEN + _CLOSE + "\"'"
 
 
 @dataclass(frozen=True, slots=True)

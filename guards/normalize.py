@@ -166,16 +166,19 @@ class Normalized:
 
     def _build_map(self) -> None:
         # The same steps as _squeeze, keeping each character's original index.
-        kept = [i for i, ch in enumerate(self.folded) if ch != HOLE]
-        unholed = "".join(self.folded[i] for i in kept)
-        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)} if _lone_seps(unholed) else set()
+        folded = self.folded
+        if HOLE in folded:
+            kept: list[int] | range = [i for i, ch in enumerate(folded) if ch != HOLE]
+            unholed = folded.replace(HOLE, "")
+        else:
+            kept, unholed = range(len(folded)), folded
+        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)} if _lone_seps(unholed) else ()
         starts: list[int] = []
         ends: list[int] = []
         prev = None
-        for j, i in enumerate(kept):
-            if j in dropped:
+        for j, (i, ch) in enumerate(zip(kept, unholed)):
+            if dropped and j in dropped:
                 continue
-            ch = self.folded[i]
             if ch == prev and not ch.isdigit():
                 # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
                 ends[-1] = i + 1

@@ -15,7 +15,7 @@ from rapidfuzz import fuzz
 
 from phrases.schema import Context as Allow, Rule, SharedContext
 
-from ..context import SENTENCE_ENDS, Context, clause_bounds, inside_quotes
+from ..context import QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
 from ..model import Violation
 from ..normalize import BOUNDARIES, Normalized, fold_phrase
 from ..phonetic import close_enough, pinyin_view
@@ -173,6 +173,8 @@ class LexicalRules:
                 ss, se = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
                 if any(w in text[ss:se] for w in sentence):
                     return True
+        if not any(q in text for q in QUOTES):
+            return False
         ostart, oend = draft.span(start, end)
         return inside_quotes(draft, ostart, oend)
 
