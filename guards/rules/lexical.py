@@ -70,12 +70,15 @@ class LexicalRules:
         ix = self._index
         text = draft.text
         found: dict[tuple[int, int, int], str] = {}
-        patterns: set[int] = set()
+        rarest: set[int] = set()
+        second: set[int] = set()
         fuzzy: dict[int, int] = {}
         if ix.automaton is not None:
-            for end, (direct, wakes, hints) in ix.automaton.iter(self._folded(text)):
-                if wakes:
-                    patterns |= wakes
+            for end, (direct, wakes1, wakes2, hints) in ix.automaton.iter(self._folded(text)):
+                if wakes1:
+                    rarest |= wakes1
+                if wakes2:
+                    second |= wakes2
                 for fi in hints:
                     fuzzy[fi] = fuzzy.get(fi, 0) + 1
                 for k in direct:
@@ -91,7 +94,7 @@ class LexicalRules:
                         continue
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
-        for pi in patterns:
+        for pi in rarest & second:
             ri, regex, _ = ix.patterns[pi]
             for m in regex.finditer(text):
                 found.setdefault((ri, m.start(), m.end()), "pattern")

@@ -99,7 +99,7 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
     """
     commonness = _commonness(rules, reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
     keys: list[tuple[str, Key]] = []
-    wakes: list[tuple[str, int]] = []
+    wakes: list[tuple[str, int, int]] = []
     hints: list[tuple[str, int]] = []
     mixed: dict[str, list[Key]] = {}
     index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
@@ -131,10 +131,13 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
             index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
-            # The prefilter anchors on the rarest group, so common words like 我 or 看 do not
-            # wake the regex on every draft.
-            anchor = min(groups, key=commonness)
-            wakes += [(word, len(index.patterns) - 1) for word in anchor]
+            # The prefilter needs the two rarest groups present before the regex runs, so
+            # common words like 我 or 看 do not wake it on every draft. A one-group pattern's
+            # only group counts as both.
+            ranked = sorted(groups, key=commonness)
+            pi = len(index.patterns) - 1
+            wakes += [(word, pi, 0) for word in ranked[0]]
+            wakes += [(word, pi, 1) for word in ranked[min(1, len(ranked) - 1)]]
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
     table = index.table
@@ -145,13 +148,21 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
         index.dense = [chr(i) for i in range(0x10000)]
         for cp, rep in table.items():
             index.dense[cp] = rep
-    entries: dict[str, tuple[list[Key], set[int], list[int]]] = {}
+    # Per key: direct hits, the patterns whose rarest / second-rarest group it belongs to, and
+    # the fuzzy phrases it hints at.
+    entries: dict[str, tuple[list[Key], set[int], set[int], list[int]]] = {}
+
+    def entry(word: str) -> tuple[list[Key], set[int], set[int], list[int]]:
+        return entries.setdefault(word.translate(table), ([], set(), set(), []))
+
     for key, k in keys:
-        entries.setdefault(key.translate(table), ([], set(), []))[0].append(k)
-    for word, pi in wakes:
-        entries.setdefault(word.translate(table), ([], set(), []))[1].add(pi)
+        entry(key)[0].append(k)
+    for word, pi, rank in wakes:
+        entry(word)[1 + rank].add(pi)
     for bigram, fi in hints:
-        entries.setdefault(bigram.translate(table), ([], set(), []))[2].append(fi)
-    index.automaton = _automaton({k: (tuple(d), frozenset(w), tuple(h)) for k, (d, w, h) in entries.items()})
+        entry(bigram)[3].append(fi)
+    index.automaton = _automaton(
+        {k: (tuple(d), frozenset(w1), frozenset(w2), tuple(h)) for k, (d, w1, w2, h) in entries.items()}
+    )
     index.mixed = _automaton({k: tuple(v) for k, v in mixed.items()})
     return index
