@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["SCHEMA", "StateDB", "prune"]
+__all__ = ["SCHEMA", "StateDB", "begin_immediate", "prune"]
 
 T = TypeVar("T")
 
@@ -102,12 +102,13 @@ CREATE TABLE IF NOT EXISTS inbound_seen (
 _BUSY_TIMEOUT_S = 5.0
 
 
-def _begin(conn: sqlite3.Connection) -> None:
+def begin_immediate(conn: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, retried every 0.1-2 ms for up to _BUSY_TIMEOUT_S while another connection writes.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a lock held for 0.3 ms
     cost a waiting send 1-8 ms (the tail of send latency); polling finely waits about as long as
     the lock is actually held. The writer connection's busy_timeout is 0 so this loop is the one waiting.
+    Any other writer of state.db (the clock's ClockStore) can use it the same way.
     """
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -153,7 +154,7 @@ class StateDB:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(SCHEMA)
-        self._conn.execute("PRAGMA busy_timeout=0")  # _begin waits instead (see there)
+        self._conn.execute("PRAGMA busy_timeout=0")  # begin_immediate waits instead (see there)
         # Reads use their own connection on the event loop thread: a WAL reader sees every committed
         # write and never waits behind the writer's fsync.
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -166,7 +167,7 @@ class StateDB:
         """Run fn(conn, *args) in one transaction on the calling thread (CLI, start-up)."""
         with self._lock:
             conn = self._conn
-            _begin(conn)
+            begin_immediate(conn)
             try:
                 result = fn(conn, *args)
             except BaseException:
@@ -211,7 +212,7 @@ class StateDB:
         with self._lock:
             conn = self._conn
             try:
-                _begin(conn)
+                begin_immediate(conn)
                 for fn, args, _, _ in batch:
                     conn.execute("SAVEPOINT call")
                     try:
