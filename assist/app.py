@@ -49,8 +49,9 @@ __all__ = [
 
 log = structlog.get_logger("assist.app")
 
-# Routes a webhook sender calls: Chatwoot cannot set headers, so its token may ride in the query.
-_QUERY_TOKEN_PREFIX = "/v1/webhooks/"
+# Where a token may come as ?access_token=: Chatwoot cannot set headers on webhooks, and a
+# browser cannot set them on a WebSocket handshake.
+_QUERY_TOKEN_PREFIXES = ("/v1/webhooks/", "/v1/console/ws")
 _PUBLIC = {"/healthz"}
 # Request ids: a per-process random prefix and a counter, unique without a syscall per request.
 _ID_PREFIX = os.urandom(4).hex()
@@ -143,7 +144,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     """Every route but /healthz needs a bearer token; unmatched routes fall through to a 404."""
     if request.path in _PUBLIC or request.match_info.http_exception is not None:
         return await handler(request)
-    token = token_from_request(request, allow_query=request.path.startswith(_QUERY_TOKEN_PREFIX))
+    token = token_from_request(request, allow_query=request.path.startswith(_QUERY_TOKEN_PREFIXES))
     principal = await request.app[TOKENS].principal(token)
     request[PRINCIPAL] = principal
     structlog.contextvars.bind_contextvars(role=principal.role, agent_id=principal.agent_id)

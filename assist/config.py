@@ -45,7 +45,8 @@ class TenantPolicy(BaseModel):
     # first; off: the platform greets by itself.
     greeting_policy: Literal["prepend", "separate", "off"] = "prepend"
     timezone: str = "Asia/Shanghai"
-    # Privacy: when false the audit keeps a masked draft, not the agent's raw text.
+    # Privacy: the audit stores every text whole (its hash chain covers them); when false, auditors
+    # see phone numbers, ID numbers, bank cards and addresses masked.
     keep_original_text: bool = False
     library_path: Path | None = None
 

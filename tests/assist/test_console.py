@@ -133,3 +133,13 @@ async def test_reminders_and_missed_thresholds_reach_the_audit_trail(env) -> Non
     assert [r.action for r in missed.records] == ["response.overdue"]
     assert missed.records[0].actor == "agent:a1" and missed.records[0].details["late"] is False
     assert sorted(r.action for r in reminders.records) == ["response.overdue", "response.pre_warn"]
+
+
+async def test_browser_consoles_may_pass_the_token_in_the_query(env) -> None:
+    # A browser cannot set an Authorization header on a WebSocket handshake.
+    app, client, clock, token, publish = env
+    tok = token("agent", "a1")["Authorization"].removeprefix("Bearer ")
+    ws = await client.ws_connect(f"/v1/console/ws?access_token={tok}")
+    await ws.close()
+    resp = await client.get(f"/v1/agents/me/reminders?access_token={tok}")
+    assert resp.status == 401  # only the WebSocket handshake takes a query token
