@@ -70,15 +70,17 @@ class LexicalRules:
         ix = self._index
         text = draft.text
         found: dict[tuple[int, int, int], str] = {}
-        rarest: set[int] = set()
-        second: set[int] = set()
+        windows: dict[int, list[int]] = {}
         fuzzy: dict[int, int] = {}
         if ix.automaton is not None:
-            for end, (direct, wakes1, wakes2, hints) in ix.automaton.iter(self._folded(text)):
-                if wakes1:
-                    rarest |= wakes1
-                if wakes2:
-                    second |= wakes2
+            for end, (direct, wakes, hints) in ix.automaton.iter(self._folded(text)):
+                for w in wakes:
+                    lo, hi = end + 1 - w.length - w.before, end + 1 + w.after
+                    seen = windows.get(w.pattern)
+                    if seen is None:
+                        windows[w.pattern] = [lo, hi]
+                    else:
+                        seen[0], seen[1] = min(seen[0], lo), max(seen[1], hi)
                 for fi in hints:
                     fuzzy[fi] = fuzzy.get(fi, 0) + 1
                 for k in direct:
@@ -94,9 +96,9 @@ class LexicalRules:
                         continue
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
-        for pi in rarest & second:
+        for pi, (lo, hi) in windows.items():
             ri, regex, _ = ix.patterns[pi]
-            for m in regex.finditer(text):
+            for m in regex.finditer(text, max(0, lo), hi):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
         for fi, hits in fuzzy.items():
             ri, phrase = ix.fuzzy[fi]

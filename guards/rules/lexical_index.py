@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import ahocorasick
 
@@ -24,7 +25,7 @@ from ..context import SENTENCE_ENDS
 from ..normalize import BOUNDARIES, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, typed_pinyin
 
-__all__ = ["Index", "Key", "build_index"]
+__all__ = ["Index", "Key", "Wake", "build_index"]
 
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
@@ -41,6 +42,15 @@ class Key:
     phonetic: bool = False  # a same-sounding hit counts too
     at_start: bool = False
     at_end: bool = False
+
+
+class Wake(NamedTuple):
+    """A word that wakes a pattern, and how far before and after it a match can reach."""
+
+    pattern: int
+    before: int
+    after: int
+    length: int = 0
 
 
 @dataclass
@@ -99,7 +109,7 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
     """
     commonness = _commonness(rules, reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
     keys: list[tuple[str, Key]] = []
-    wakes: list[tuple[str, int, int]] = []
+    wakes: list[tuple[str, Wake]] = []
     hints: list[tuple[str, int]] = []
     mixed: dict[str, list[Key]] = {}
     index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
@@ -131,13 +141,14 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
             index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
-            # The prefilter needs the two rarest groups present before the regex runs, so
-            # common words like 我 or 看 do not wake it on every draft. A one-group pattern's
-            # only group counts as both.
-            ranked = sorted(groups, key=commonness)
-            pi = len(index.patterns) - 1
-            wakes += [(word, pi, 0) for word in ranked[0]]
-            wakes += [(word, pi, 1) for word in ranked[min(1, len(ranked) - 1)]]
+            # The rarest group wakes the regex, so common words like 我 or 看 do not wake it on
+            # every draft; and the regex then runs only in the window around the woken word
+            # where a match holding it can lie, not over the whole draft.
+            a = groups.index(min(groups, key=commonness))
+            reach = [max(map(len, g)) for g in groups]
+            before = sum(reach[:a]) + a * pattern.max_gap
+            after = sum(reach[a + 1 :]) + (len(groups) - 1 - a) * pattern.max_gap
+            wakes += [(word, Wake(len(index.patterns) - 1, before, after)) for word in groups[a]]
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
     table = index.table
@@ -148,21 +159,18 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
         index.dense = [chr(i) for i in range(0x10000)]
         for cp, rep in table.items():
             index.dense[cp] = rep
-    # Per key: direct hits, the patterns whose rarest / second-rarest group it belongs to, and
-    # the fuzzy phrases it hints at.
-    entries: dict[str, tuple[list[Key], set[int], set[int], list[int]]] = {}
+    # Per key: direct hits, the patterns it wakes, and the fuzzy phrases it hints at.
+    entries: dict[str, tuple[list[Key], list[Wake], list[int]]] = {}
 
-    def entry(word: str) -> tuple[list[Key], set[int], set[int], list[int]]:
-        return entries.setdefault(word.translate(table), ([], set(), set(), []))
+    def entry(word: str) -> tuple[list[Key], list[Wake], list[int]]:
+        return entries.setdefault(word.translate(table), ([], [], []))
 
     for key, k in keys:
         entry(key)[0].append(k)
-    for word, pi, rank in wakes:
-        entry(word)[1 + rank].add(pi)
+    for word, wake in wakes:
+        entry(word)[1].append(wake._replace(length=len(word)))
     for bigram, fi in hints:
-        entry(bigram)[3].append(fi)
-    index.automaton = _automaton(
-        {k: (tuple(d), frozenset(w1), frozenset(w2), tuple(h)) for k, (d, w1, w2, h) in entries.items()}
-    )
+        entry(bigram)[2].append(fi)
+    index.automaton = _automaton({k: (tuple(d), tuple(w), tuple(h)) for k, (d, w, h) in entries.items()})
     index.mixed = _automaton({k: tuple(v) for k, v in mixed.items()})
     return index
