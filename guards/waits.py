@@ -91,7 +91,9 @@ def parse_duration(text: str) -> int | None:
     return int(n * scale + half)
 
 
-_UNITS = ("分", "秒", "小时", "刻", "min", "s")
+_UNITS = ("分", "秒", "小时", "刻")
+# Latin units only count after a number: "s" alone is in every English word.
+_LATIN_UNIT = re.compile(r"[0-9]\s*(?:min|s\b|sec)")
 
 
 def find_wait(text: str) -> WaitPromise | None:
@@ -103,7 +105,7 @@ def find_wait_folded(folded: str) -> WaitPromise | None:
     """find_wait on a text already folded (guards.normalize.fold), offsets unchanged."""
     folded = folded.replace("\x00", " ")
     m = next((w for w in _WAIT.finditer(folded) if not _THANKS.search(folded, max(0, w.start() - 8), w.start())), None)
-    if not any(u in folded for u in _UNITS):
+    if not any(u in folded for u in _UNITS) and not _LATIN_UNIT.search(folded):
         return WaitPromise(m.start(), m.end(), None) if m else None
     if m and m.group("after"):
         return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
