@@ -18,7 +18,7 @@ from adapters.base import PayloadError, PlatformEvent, SignatureError, verify_si
 
 from .api import json_response, parse_json_object, read_body, tenant_policy
 from .api_keys import CLOCK, CONVERSATIONS, METRICS, SETTINGS, STATE_DB
-from .auth import require_role
+from .auth import Principal, require_role
 from .conversations import InboundEvent
 from .errors import InvalidPayload, SignatureInvalid
 from .events import ConversationEvent
@@ -42,6 +42,18 @@ def _check_signature(request: web.Request, *, mode: str, secret: str, timestamp:
             raise SignatureInvalid(str(err), code=err.code) from None
         log.warning("webhook.signature_failed", source=source, code=err.code, mode=mode)
         return False
+
+
+async def _receive(request: web.Request, *, source: str, header_prefix: str, mode: str,
+                   secret: str) -> tuple[Principal, bytes, bool]:
+    """The platform token, its tenant, the raw body and whether its signature verified."""
+    principal = require_role(request, "platform")
+    tenant_policy(request, principal.tenant)
+    raw = await read_body(request)
+    verified = _check_signature(
+        request, mode=mode, secret=secret, timestamp=request.headers.get(f"{header_prefix}Timestamp"),
+        signature=request.headers.get(f"{header_prefix}Signature"), body=raw, source=source)
+    return principal, raw, verified
 
 
 async def _seen_before(request: web.Request, source: str, delivery_id: str) -> bool:
@@ -70,14 +82,10 @@ async def _ingest(request: web.Request, tenant: str, source: str, events: list[P
 
 async def chatwoot_webhook(request: web.Request) -> web.Response:
     """Verify the signature, dedupe by X-Chatwoot-Delivery, then ingest the events."""
-    principal = require_role(request, "platform")
-    tenant_policy(request, principal.tenant)
     settings = request.app[SETTINGS]
-    raw = await read_body(request)
-    verified = _check_signature(
-        request, mode=settings.chatwoot_signature_mode, secret=settings.chatwoot_webhook_secret.get_secret_value(),
-        timestamp=request.headers.get("X-Chatwoot-Timestamp"), signature=request.headers.get("X-Chatwoot-Signature"),
-        body=raw, source="chatwoot")
+    principal, raw, verified = await _receive(request, source="chatwoot", header_prefix="X-Chatwoot-",
+                                               mode=settings.chatwoot_signature_mode,
+                                               secret=settings.chatwoot_webhook_secret.get_secret_value())
     payload = parse_json_object(raw)
     key = chatwoot.delivery_key(request.headers.get("X-Chatwoot-Delivery"), payload, raw)
     if await _seen_before(request, "chatwoot", f"{principal.tenant}:{key}"):
@@ -95,14 +103,10 @@ async def chatwoot_webhook(request: web.Request) -> web.Response:
 
 async def generic_webhook(request: web.Request) -> web.Response:
     """Our own JSON event (adapters/webhook.py documents it): verify, dedupe, ingest."""
-    principal = require_role(request, "platform")
-    tenant_policy(request, principal.tenant)
     settings = request.app[SETTINGS]
-    raw = await read_body(request)
-    verified = _check_signature(
-        request, mode=settings.webhook_signature_mode, secret=settings.webhook_secret.get_secret_value(),
-        timestamp=request.headers.get("X-Assist-Timestamp"), signature=request.headers.get("X-Assist-Signature"),
-        body=raw, source="generic")
+    principal, raw, verified = await _receive(request, source="generic", header_prefix="X-Assist-",
+                                              mode=settings.webhook_signature_mode,
+                                              secret=settings.webhook_secret.get_secret_value())
     try:
         event, delivery = webhook.parse_generic(parse_json_object(raw))
     except PayloadError as err:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import structlog
 
+from adapters.base import EventKind
+
 __all__ = ["EVENT_KINDS", "ConversationEvent", "EventBus"]
 
-EventKind = Literal["customer_message", "agent_message", "opened", "assigned", "closed", "transferred"]
+# The adapters translate platform payloads into exactly these kinds; one list serves both.
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
 log = structlog.get_logger("assist.events")

@@ -97,7 +97,7 @@ class LexicalRules:
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
         for pi, (lo, hi) in windows.items():
-            ri, regex, _ = ix.patterns[pi]
+            ri, regex = ix.patterns[pi]
             for m in regex.finditer(text, max(0, lo), hi):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
         for fi, hits in fuzzy.items():

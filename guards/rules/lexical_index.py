@@ -60,7 +60,7 @@ class Index:
     table: dict[int, str]
     sounds: re.Pattern[str] | None
     dense: list[str] | None
-    patterns: list[tuple[int, re.Pattern[str], tuple[tuple[str, ...], ...]]] = field(default_factory=list)
+    patterns: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
     fuzzy: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -87,7 +87,7 @@ def _automaton(entries: dict[str, list]) -> ahocorasick.Automaton | None:
     return a
 
 
-def _commonness(rules: list[Rule], reference: str) -> Callable[[list[str]], tuple[int, int]]:
+def _commonness(reference: str) -> Callable[[list[str]], tuple[int, int]]:
     """How often a group's words turn up in ordinary service language (lower is rarer).
 
     The reference is the library's own harmless text: its templates and every rule's `miss`
@@ -107,7 +107,7 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
     `reference` is ordinary service text, used to pick the rarest group of each word-group
     pattern as the one that wakes its regex.
     """
-    commonness = _commonness(rules, reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
+    commonness = _commonness(reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
     keys: list[tuple[str, Key]] = []
     wakes: list[tuple[str, Wake]] = []
     hints: list[tuple[str, int]] = []
@@ -140,7 +140,7 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
                 raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
-            index.patterns.append((ri, regex, tuple(tuple(g) for g in groups)))
+            index.patterns.append((ri, regex))
             # The rarest group wakes the regex, so common words like 我 or 看 do not wake it on
             # every draft; and the regex then runs only in the window around the woken word
             # where a match holding it can lie, not over the whole draft.
