@@ -28,7 +28,7 @@ _IM_ID = re.compile(
 
 
 _MOBILE_HINT = re.compile(r"1[3-9][0-9]{9}")
-_IM_WORDS = ("qq", "微信", "vx", "wx", "weixin", "v信", "威信", "薇信", "扣扣", "企鹅")
+_IM_WORDS = re.compile("qq|微信|vx|wx|weixin|v信|威信|薇信|扣扣|企鹅")
 
 
 # A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
@@ -51,7 +51,7 @@ class ContactNumber:
         # Cheap scans of the matching view (separators already gone: 138-1234-5678 reads as one
         # number) decide which of the two slower regexes can find anything.
         # (and the folded view too: the matching view collapses QQ to q).
-        im = any(w in draft.text or w in draft.folded for w in _IM_WORDS)
+        im = _IM_WORDS.search(draft.text) is not None or _IM_WORDS.search(draft.folded) is not None
         mobile = _MOBILE_HINT.search(draft.text) is not None
         if not im and not mobile:
             return []

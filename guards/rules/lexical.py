@@ -28,7 +28,9 @@ _LETTERS = re.compile(r"[a-z]{2}")
 _LATIN_RUN = re.compile(r"[a-z]+")
 
 
-_Folded = tuple[Allow, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+_Words = re.Pattern[str] | None
+# window, after_window, and the before / after / clause / sentence words of one allow-context.
+_Folded = tuple[int, int, _Words, _Words, _Words, _Words]
 
 
 class LexicalRules:
@@ -51,8 +53,13 @@ class LexicalRules:
     def _fold_context(allow: Allow | None) -> _Folded | None:
         if allow is None:
             return None
-        f = lambda words: tuple(w for w in (fold_phrase(x) for x in words) if w)  # noqa: E731
-        return allow, f(allow.before), f(allow.after), f(allow.clause), f(allow.sentence)
+
+        def words(raw: list[str]) -> re.Pattern[str] | None:
+            # One search over the window instead of a substring test per word.
+            folded = sorted({w for w in (fold_phrase(x) for x in raw) if w}, key=len, reverse=True)
+            return re.compile("|".join(map(re.escape, folded))) if folded else None
+
+        return allow.window, allow.after_window, words(allow.before), words(allow.after), words(allow.clause), words(allow.sentence)
 
     # -- matching -------------------------------------------------------------------------
 
@@ -75,7 +82,10 @@ class LexicalRules:
         if ix.automaton is not None:
             for end, (direct, wakes, hints) in ix.automaton.iter(self._folded(text)):
                 for w in wakes:
-                    lo, hi = end + 1 - w.length - w.before, end + 1 + w.after
+                    start = end + 1 - len(w.word)
+                    if text[start : end + 1] != w.word:
+                        continue
+                    lo, hi = start - w.before, end + 1 + w.after
                     seen = windows.get(w.pattern)
                     if seen is None:
                         windows[w.pattern] = [lo, hi]
@@ -98,7 +108,11 @@ class LexicalRules:
                         found.setdefault((k.rule, start, stop), kind)
         for pi, (lo, hi) in windows.items():
             ri, regex = ix.patterns[pi]
-            for m in regex.finditer(text, max(0, lo), hi):
+            lo = max(0, lo)
+            # Most woken patterns find nothing: one search says so for less than a finditer.
+            if regex.search(text, lo, hi) is None:
+                continue
+            for m in regex.finditer(text, lo, hi):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
         for fi, hits in fuzzy.items():
             ri, phrase = ix.fuzzy[fi]
@@ -164,20 +178,25 @@ class LexicalRules:
     def allowed(self, ri: int, draft: Normalized, start: int, end: int) -> bool:
         """True when the context clears the candidate text[start:end] of rule `ri`."""
         text = draft.text
-        for allow, before, after, clause, sentence in self._contexts[ri]:
+        contexts = self._contexts[ri]
+        if contexts:
             cs, ce = clause_bounds(text, start, end)
-            window = text[max(cs, start - allow.window) : start]
-            if any(w in window for w in before):
-                return True
-            tail = text[end : min(ce, end + allow.after_window + 8)]
-            if any(tail.find(w, 0, allow.after_window + len(w)) != -1 for w in after):
-                return True
-            if clause and any(w in text[cs:ce] for w in clause):
-                return True
-            if sentence:
-                ss, se = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
-                if any(w in text[ss:se] for w in sentence):
+            sentence_bounds = None
+            for window, after_window, before, after, clause, sentence in contexts:
+                if before is not None and before.search(text, max(cs, start - window), start):
                     return True
+                if after is not None:
+                    # A word that starts at most after_window characters after the match.
+                    m = after.search(text, end, min(ce, end + after_window + 8))
+                    if m is not None and m.start() - end <= after_window:
+                        return True
+                if clause is not None and clause.search(text, cs, ce):
+                    return True
+                if sentence is not None:
+                    if sentence_bounds is None:
+                        sentence_bounds = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
+                    if sentence.search(text, *sentence_bounds):
+                        return True
         if not any(q in text for q in QUOTES):
             return False
         ostart, oend = draft.span(start, end)

@@ -45,12 +45,17 @@ class Key:
 
 
 class Wake(NamedTuple):
-    """A word that wakes a pattern, and how far before and after it a match can reach."""
+    """A word that wakes a pattern, and how far before and after it a match can reach.
+
+    The automaton runs over the homophone-folded view but patterns match the plain text, so a
+    hit wakes the pattern only when the plain text there is the word itself (订 folds onto 定; a
+    pattern waiting for 定 has nothing to find at 订单).
+    """
 
     pattern: int
     before: int
     after: int
-    length: int = 0
+    word: str = ""
 
 
 @dataclass
@@ -168,7 +173,7 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
     for key, k in keys:
         entry(key)[0].append(k)
     for word, wake in wakes:
-        entry(word)[1].append(wake._replace(length=len(word)))
+        entry(word)[1].append(wake._replace(word=word))
     for bigram, fi in hints:
         entry(bigram)[2].append(fi)
     index.automaton = _automaton({k: (tuple(d), tuple(w), tuple(h)) for k, (d, w, h) in entries.items()})

@@ -10,7 +10,7 @@ from phrases.schema import Library, Rule
 from ..context import Context
 from ..model import Violation
 from ..normalize import Normalized
-from ..waits import WAIT_HINTS, find_wait_folded
+from ..waits import WAIT_HINTS, find_wait_folded, names_time
 from .base import violation
 
 __all__ = ["WaitPromiseCap"]
@@ -24,7 +24,8 @@ class WaitPromiseCap:
         self.max_s = library.thresholds.wait_max_s
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        if not any(h in draft.text for h in WAIT_HINTS):
+        # Only a wait of named length can exceed the cap.
+        if WAIT_HINTS.search(draft.text) is None or not names_time(draft.folded):
             return []
         wait = find_wait_folded(draft.folded)
         if wait is None or wait.seconds is None or wait.seconds <= self.max_s:
