@@ -78,11 +78,16 @@ def close_enough(found: str, phrase: str) -> bool:
     return differing <= max(1, len(phrase) // 3)
 
 
+def syllables(phrase: str) -> list[str]:
+    """Toneless pinyin syllables of a phrase, one per character (不清楚 → bu, qing, chu)."""
+    return [s.replace("ü", "v") for s in lazy_pinyin(phrase, style=Style.NORMAL)]
+
+
 def full_pinyin(phrase: str) -> str | None:
     """Toneless pinyin of an all-Chinese phrase of 2+ characters (不清楚 → buqingchu), else None."""
     if len(phrase) < 2 or not all("\u4e00" <= c <= "\u9fff" for c in phrase):
         return None
-    return "".join(lazy_pinyin(phrase, style=Style.NORMAL)).replace("ü", "v")
+    return "".join(syllables(phrase))
 
 
 def sound_of(ch: str) -> str | None:

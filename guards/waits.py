@@ -18,6 +18,9 @@ __all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "find_wait_folded", "names_
 WAIT_HINTS = re.compile("等|候|稍后|分钟|秒|小时|刻钟|min")
 
 _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
+# A lookahead for the first character of a number: regexes that start with a number and carry it
+# skip ahead to candidate positions instead of trying the whole pattern at every character.
+_AT_NUM = "(?=[0-9零一二两三四五六七八九十百半])"
 # Between the number and the unit: 二十来分钟, 十多分钟, 半个小时.
 _APPROX = r"\s*(?:来|多)?\s*(?:个)?\s*"
 _UNIT = r"(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
@@ -32,11 +35,12 @@ _TIMED = re.compile(
     r"(?:给我|得等|要等|需要等|等)\s*(?:大概|大约|差不多|估计)?\s*"
     r"(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?)"
 )
+_REPLY_WORDS = ("回复", "答复", "给您", "回您", "告诉您", "确认好", "处理好")
 # A duration before a reply verb: 2分钟后回复您, 大约三分钟给您答复. Hours are left out: "24小时内
 #给您回复" promises a follow-up, not a wait in the chat.
 _BEFORE = re.compile(
-    r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
-    r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:回复|答复|给您|回您|告诉您|确认好|处理好)"
+    _AT_NUM + r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
+    r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:" + "|".join(_REPLY_WORDS) + ")"
 )
 # 感谢您的耐心等待 thanks the customer for a wait that is over; it promises none.
 _THANKS = re.compile(r"感谢|谢谢|多谢|辛苦")
@@ -73,7 +77,7 @@ def _number(token: str) -> float | None:
     return float(total + current)
 
 
-_DURATION = re.compile(r"(" + _NUM + r")" + _APPROX + r"(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
+_DURATION = re.compile(_AT_NUM + r"(" + _NUM + r")" + _APPROX + r"(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
 
 
 def parse_duration(text: str) -> int | None:
@@ -120,8 +124,11 @@ def find_wait_folded(folded: str) -> WaitPromise | None:
         d = _DURATION.search(folded, m.end(), stop.start() if stop else len(folded))
         if d:
             return WaitPromise(m.start(), d.end(), parse_duration(d.group()))
-    for timed in (_TIMED, _BEFORE):
-        t = timed.search(folded)
+    # Each of the two needs a word of its own; substring tests spare most drafts the scan.
+    timed_word = "等" in folded or "给我" in folded
+    reply_word = ("分" in folded or "秒" in folded) and any(w in folded for w in _REPLY_WORDS)
+    for timed, present in ((_TIMED, timed_word), (_BEFORE, reply_word)):
+        t = timed.search(folded) if present else None
         if t:
             return WaitPromise(t.start(), t.end(), parse_duration(t.group("after")))
     return WaitPromise(m.start(), m.end(), None) if m else None

@@ -80,12 +80,13 @@ class LexicalRules:
         windows: dict[int, list[int]] = {}
         fuzzy: dict[int, int] = {}
         if ix.automaton is not None:
-            for end, (direct, wakes, hints) in ix.automaton.iter(self._folded(text)):
+            values = ix.automaton.values
+            for vi, start, stop in ix.automaton.scan(self._folded(text)):
+                direct, wakes, hints = values[vi]
                 for w in wakes:
-                    start = end + 1 - len(w.word)
-                    if text[start : end + 1] != w.word:
+                    if text[start:stop] != w.word:
                         continue
-                    lo, hi = start - w.before, end + 1 + w.after
+                    lo, hi = start - w.before, stop + w.after
                     seen = windows.get(w.pattern)
                     if seen is None:
                         windows[w.pattern] = [lo, hi]
@@ -94,7 +95,6 @@ class LexicalRules:
                 for fi in hints:
                     fuzzy[fi] = fuzzy.get(fi, 0) + 1
                 for k in direct:
-                    start, stop = end + 1 - k.length, end + 1
                     seg = text[start:stop]
                     if seg == k.plain:
                         kind = k.kind
@@ -133,7 +133,13 @@ class LexicalRules:
         that holds typed letters lies within 12 characters of them.
         """
         windows: list[list[int]] = []
+        syllables = self._index.syllables
         for m in _LATIN_RUN.finditer(text):
+            run = m.group()
+            # Typed pinyin starts with a whole syllable (a phrase's unit starts the run, or the
+            # run follows a Chinese unit); runs that cannot are skipped.
+            if not any(run[:n] in syllables for n in range(1, min(6, len(run)) + 1)):
+                continue
             lo, hi = max(0, m.start() - 12), min(len(text), m.end() + 12)
             if windows and lo <= windows[-1][1]:
                 windows[-1][1] = hi
@@ -145,9 +151,9 @@ class LexicalRules:
     def _mixed_window(self, text: str, lo: int, hi: int, found: dict[tuple[int, int, int], str]) -> None:
         view, origin, starts = pinyin_view(text[lo:hi], lo)
         assert self._index.mixed is not None
-        for end, keys in self._index.mixed.iter(view):
-            for k in keys:
-                vs, ve = end + 1 - k.length, end + 1
+        values = self._index.mixed.values
+        for vi, vs, ve in self._index.mixed.scan(view):
+            for k in values[vi]:
                 # Whole units only, and at least one typed letter (pure Chinese is the
                 # homophone pass's job, with its stricter closeness test).
                 if not starts[vs] or (ve < len(view) and not starts[ve]):

@@ -14,18 +14,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import ahocorasick
+import ahocorasick_rs
 
 from phrases.schema import Rule
 
 from ..errors import RuleConfigError
 from ..context import SENTENCE_ENDS
 from ..normalize import BOUNDARIES, char_class, fold_phrase
-from ..phonetic import full_pinyin, homophone_table, typed_pinyin
+from ..phonetic import full_pinyin, homophone_table, sound_of, syllables, typed_pinyin
 
-__all__ = ["Index", "Key", "Wake", "build_index"]
+__all__ = ["Automaton", "Index", "Key", "Wake", "build_index"]
 
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
@@ -60,13 +60,16 @@ class Wake(NamedTuple):
 
 @dataclass
 class Index:
-    automaton: ahocorasick.Automaton | None
-    mixed: ahocorasick.Automaton | None
+    automaton: Automaton | None
+    mixed: Automaton | None
     table: dict[int, str]
     sounds: re.Pattern[str] | None
     dense: list[str] | None
     patterns: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
     fuzzy: list[tuple[int, str]] = field(default_factory=list)
+    # Every syllable of the mixed keys: a Latin run that starts with none of them is not typed
+    # pinyin of any phrase (qq, wifi, sku) and needs no pinyin view.
+    syllables: set[str] = field(default_factory=set)
 
 
 def _strip_anchors(phrase: str) -> tuple[str, bool, bool]:
@@ -82,14 +85,20 @@ def is_phonetic(rule: Rule, key: str) -> bool:
     return sum("\u4e00" <= c <= "\u9fff" for c in key) >= 3
 
 
-def _automaton(entries: dict[str, list]) -> ahocorasick.Automaton | None:
+class Automaton(NamedTuple):
+    """Keys and what each stands for: `scan(text)` lists (value index, start, end), overlaps too."""
+
+    matcher: ahocorasick_rs.AhoCorasick
+    values: list
+
+    def scan(self, text: str) -> list[tuple[int, int, int]]:
+        return self.matcher.find_matches_as_indexes(text, overlapping=True)
+
+
+def _automaton(entries: dict[str, Any]) -> Automaton | None:
     if not entries:
         return None
-    a = ahocorasick.Automaton()
-    for key, values in entries.items():
-        a.add_word(key, values)
-    a.make_automaton()
-    return a
+    return Automaton(ahocorasick_rs.AhoCorasick(list(entries)), list(entries.values()))
 
 
 def _commonness(reference: str) -> Callable[[list[str]], tuple[int, int]]:
@@ -134,6 +143,8 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
                     spelled = full_pinyin(key)
                     if spelled:
                         mixed.setdefault(spelled, []).append(Key(ri, "mixed pinyin", len(spelled), spelled, False, s, e))
+                        index.syllables.update(syllables(key))
+                        index.syllables.update(filter(None, map(sound_of, key)))
                 # One changed character flips the meaning of a short Chinese phrase (指什么意思 is not
                 # 你什么意思), so near variants are only sought for long ones.
                 if rule.fuzzy and kind == "phrase" and len(key) >= 7:

@@ -33,10 +33,18 @@ _SPEECHLESS = re.compile(
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
-# Substring tests (C speed) that say whether any of the above can be present at all; the folded
-# view has full-width ！？ already turned into !?.
-_SUSPECT_FOLDED = ("!!", "??", "!?", "?!")
-_SUSPECT_ORIGINAL = ("。。", "｡｡", "…", "...", "．．．", " ", "\u3000", "\t")
+
+
+def _suspect(folded: str, original: str) -> bool:
+    """Whether any of the patterns above can match: plain substring tests and two scans that
+    skip straight to ! ? 。 (the folded view has full-width ！？｡ already turned into !?。)."""
+    return (
+        "…" in original or "..." in original or "．．．" in original
+        or " " in original or "\u3000" in original or "\t" in original
+        or _RUN.search(folded) is not None or _STOPS.search(folded) is not None
+    )
+
+
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 
@@ -53,11 +61,7 @@ class Punctuation:
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         folded, original = draft.folded, draft.original
         out: list[Violation] = []
-        if (
-            not any(x in folded for x in _SUSPECT_FOLDED)
-            and not any(x in original for x in _SUSPECT_ORIGINAL)
-            and not ("\x00" in folded and (_RUN.search(folded) or _STOPS.search(folded)))
-        ):
+        if not _suspect(folded, original):
             body = original.rstrip()
             if len(body) >= self.min_length and not _ANY_PUNCT.search(original):
                 return [violation(self.rule, draft, len(body), len(body), "a long reply with no punctuation", replacement="。")]
