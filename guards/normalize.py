@@ -176,20 +176,23 @@ class Normalized:
             unholed = folded.replace(HOLE, "")
         else:
             kept, unholed = range(len(folded)), folded
-        dropped = {m.start() for m in _LONE_SEP.finditer(unholed)} if _lone_seps(unholed) else ()
+        if _lone_seps(unholed):
+            dropped = {m.start() for m in _LONE_SEP.finditer(unholed)}
+            kept = [i for j, i in enumerate(kept) if j not in dropped]
+            unholed = _LONE_SEP.sub("", unholed)
         starts: list[int] = []
-        ends: list[int] = []
-        prev = None
-        for j, (i, ch) in enumerate(zip(kept, unholed)):
-            if dropped and j in dropped:
-                continue
-            if ch == prev and not ch.isdigit():
-                # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
-                ends[-1] = i + 1
-                continue
-            starts.append(i)
-            ends.append(i + 1)
-            prev = ch
+        collapsed: list[tuple[int, int]] = []  # (position in starts, original end) of each repeat run
+        pos = 0
+        for m in _REPEAT.finditer(unholed):
+            a, b = m.span()
+            starts.extend(kept[pos : a + 1])
+            # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
+            collapsed.append((len(starts) - 1, kept[b - 1] + 1))
+            pos = b
+        starts.extend(kept[pos:])
+        ends = [i + 1 for i in starts]
+        for j, end in collapsed:
+            ends[j] = end
         self._starts, self._ends = starts, ends
 
     def span(self, start: int, end: int) -> tuple[int, int]:

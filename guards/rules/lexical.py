@@ -82,16 +82,19 @@ class LexicalRules:
         if ix.automaton is not None:
             values = ix.automaton.values
             for vi, start, stop in ix.automaton.scan(self._folded(text)):
-                direct, wakes, hints = values[vi]
-                for w in wakes:
-                    if text[start:stop] != w.word:
-                        continue
-                    lo, hi = start - w.before, stop + w.after
-                    seen = windows.get(w.pattern)
-                    if seen is None:
-                        windows[w.pattern] = [lo, hi]
-                    else:
-                        seen[0], seen[1] = min(seen[0], lo), max(seen[1], hi)
+                direct, words, hints = values[vi]
+                if words:
+                    seg = text[start:stop]
+                    for word, woken in words:
+                        if seg != word:
+                            continue
+                        for w in woken:
+                            lo, hi = start - w.before, stop + w.after
+                            seen = windows.get(w.pattern)
+                            if seen is None:
+                                windows[w.pattern] = [lo, hi]
+                            else:
+                                seen[0], seen[1] = min(seen[0], lo), max(seen[1], hi)
                 for fi in hints:
                     fuzzy[fi] = fuzzy.get(fi, 0) + 1
                 for k in direct:

@@ -45,17 +45,11 @@ class Key:
 
 
 class Wake(NamedTuple):
-    """A word that wakes a pattern, and how far before and after it a match can reach.
-
-    The automaton runs over the homophone-folded view but patterns match the plain text, so a
-    hit wakes the pattern only when the plain text there is the word itself (订 folds onto 定; a
-    pattern waiting for 定 has nothing to find at 订单).
-    """
+    """A pattern woken by a word, and how far before and after the word a match can reach."""
 
     pattern: int
     before: int
     after: int
-    word: str = ""
 
 
 @dataclass
@@ -101,16 +95,18 @@ def _automaton(entries: dict[str, Any]) -> Automaton | None:
     return Automaton(ahocorasick_rs.AhoCorasick(list(entries)), list(entries.values()))
 
 
-def _commonness(reference: str) -> Callable[[list[str]], tuple[int, int]]:
+def _commonness(reference: str, table: dict[int, str]) -> Callable[[list[str]], tuple[int, int]]:
     """How often a group's words turn up in ordinary service language (lower is rarer).
 
     The reference is the library's own harmless text: its templates and every rule's `miss`
-    examples. Short words break ties, since they occur more often in drafts at large.
+    examples. Words are counted as the automaton sees them, homophone-folded, since every
+    same-sounding occurrence costs a hit (定 is hit by every 订单). Short words break ties,
+    since they occur more often in drafts at large.
     """
-    text = fold_phrase(reference)
+    text = fold_phrase(reference).translate(table)
 
     def score(group: list[str]) -> tuple[int, int]:
-        return sum(text.count(w) for w in group), -min(map(len, group))
+        return sum(text.count(w.translate(table)) for w in group), -min(map(len, group))
 
     return score
 
@@ -121,11 +117,11 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
     `reference` is ordinary service text, used to pick the rarest group of each word-group
     pattern as the one that wakes its regex.
     """
-    commonness = _commonness(reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss))
     keys: list[tuple[str, Key]] = []
     wakes: list[tuple[str, Wake]] = []
     hints: list[tuple[str, int]] = []
     mixed: dict[str, list[Key]] = {}
+    grouped: list[tuple[list[list[str]], int]] = []  # each pattern's folded groups and gap
     index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
     for ri, rule in enumerate(rules):
         for kind, items in (("phrase", rule.phrases), ("variant", rule.variants)):
@@ -157,17 +153,20 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
             index.patterns.append((ri, regex))
-            # The rarest group wakes the regex, so common words like 我 or 看 do not wake it on
-            # every draft; and the regex then runs only in the window around the woken word
-            # where a match holding it can lie, not over the whole draft.
-            a = groups.index(min(groups, key=commonness))
-            reach = [max(map(len, g)) for g in groups]
-            before = sum(reach[:a]) + a * pattern.max_gap
-            after = sum(reach[a + 1 :]) + (len(groups) - 1 - a) * pattern.max_gap
-            wakes += [(word, Wake(len(index.patterns) - 1, before, after)) for word in groups[a]]
+            grouped.append((groups, pattern.max_gap))
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
     table = index.table
+    commonness = _commonness(reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss), table)
+    for pi, (groups, max_gap) in enumerate(grouped):
+        # The rarest group wakes the regex, so common words like 我 or 看 do not wake it on
+        # every draft; and the regex then runs only in the window around the woken word
+        # where a match holding it can lie, not over the whole draft.
+        a = groups.index(min(groups, key=commonness))
+        reach = [max(map(len, g)) for g in groups]
+        before = sum(reach[:a]) + a * max_gap
+        after = sum(reach[a + 1 :]) + (len(groups) - 1 - a) * max_gap
+        wakes += [(word, Wake(pi, before, after)) for word in groups[a]]
     if table:
         # A small table is applied by a regex that visits only the same-sounding characters; a
         # large one (most common characters sound like some phrase's) by translating everything.
@@ -175,18 +174,23 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
         index.dense = [chr(i) for i in range(0x10000)]
         for cp, rep in table.items():
             index.dense[cp] = rep
-    # Per key: direct hits, the patterns it wakes, and the fuzzy phrases it hints at.
-    entries: dict[str, tuple[list[Key], list[Wake], list[int]]] = {}
+    # Per key: direct hits, the patterns it wakes, and the fuzzy phrases it hints at. The automaton
+    # runs over the homophone-folded view but patterns match the plain text, so a key's wakes are
+    # kept per plain word: a hit wakes a pattern only where the plain text is the word itself (订
+    # folds onto 定; a pattern waiting for 定 has nothing to find at 订单).
+    entries: dict[str, tuple[list[Key], dict[str, list[Wake]], list[int]]] = {}
 
-    def entry(word: str) -> tuple[list[Key], list[Wake], list[int]]:
-        return entries.setdefault(word.translate(table), ([], [], []))
+    def entry(word: str) -> tuple[list[Key], dict[str, list[Wake]], list[int]]:
+        return entries.setdefault(word.translate(table), ([], {}, []))
 
     for key, k in keys:
         entry(key)[0].append(k)
     for word, wake in wakes:
-        entry(word)[1].append(wake._replace(word=word))
+        entry(word)[1].setdefault(word, []).append(wake)
     for bigram, fi in hints:
         entry(bigram)[2].append(fi)
-    index.automaton = _automaton({k: (tuple(d), tuple(w), tuple(h)) for k, (d, w, h) in entries.items()})
+    index.automaton = _automaton(
+        {k: (tuple(d), tuple((word, tuple(ws)) for word, ws in w.items()), tuple(h)) for k, (d, w, h) in entries.items()}
+    )
     index.mixed = _automaton({k: tuple(v) for k, v in mixed.items()})
     return index
