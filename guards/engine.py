@@ -22,6 +22,7 @@ from .rules.lexical import LexicalRules
 __all__ = ["Guard"]
 
 _PASS = Verdict(action="pass")
+_NO_HISTORY = Context()
 _FALLBACK_TEMPLATE = Suggestion(template_id="generic-polite", text="这个问题我帮您确认一下,请您稍等。")
 
 
@@ -32,6 +33,8 @@ def _message(m: Message | Mapping[str, str]) -> Message:
 def _prune(violations: list[Violation], draft: str) -> list[Violation]:
     """One finding per stretch of text: overlapping hits of a rule merge into one, and a hit
     inside another hit of the same category that acts at least as strictly is dropped."""
+    if not violations:
+        return violations
     merged: list[Violation] = []
     for v in sorted(violations, key=lambda v: (v.rule_id, v.start, -v.end)):
         last = merged[-1] if merged else None
@@ -131,7 +134,8 @@ class Guard:
 
     def check(self, text: str, history: Iterable[Message | Mapping[str, str]] = ()) -> Verdict:
         """The verdict on one draft, given the conversation so far (oldest first)."""
-        ctx = Context.of(tuple(_message(m) for m in history))
+        messages = tuple(_message(m) for m in history)
+        ctx = Context.of(messages) if messages else _NO_HISTORY
         violations = self._violations(text, ctx)
         if not violations:
             return _PASS
