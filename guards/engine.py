@@ -83,7 +83,6 @@ class Guard:
         enabled = [r for r in library.rules if r.enabled]
         lexical = [r for r in enabled if r.detector == "lexical"]
         reference = "\n".join(t.text for t in library.templates)
-        self._lexical = LexicalRules(lexical, library.contexts, reference=reference)
         self._detectors = []
         for rule in enabled:
             if rule.detector == "lexical":
@@ -91,6 +90,10 @@ class Guard:
             if rule.detector not in DETECTORS:
                 raise RuleConfigError(f"rule '{rule.id}': unknown detector '{rule.detector}'")
             self._detectors.append(DETECTORS[rule.detector](rule, library))
+        # Detectors with trigger words run only on drafts where the lexical pass saw one.
+        self._gated = frozenset(i for i, d in enumerate(self._detectors) if getattr(d, "triggers", ()))
+        triggers = {i: self._detectors[i].triggers for i in self._gated}
+        self._lexical = LexicalRules(lexical, library.contexts, reference=reference, triggers=triggers)
         self._rules = {r.id: r for r in library.rules}
         self._templates = {t.id: t for t in library.templates}
         self._repeat_rules = frozenset(r.id for r in lexical if r.repeat_action)
@@ -127,9 +130,11 @@ class Guard:
 
     def _violations(self, text: str, ctx: Context) -> list[Violation]:
         draft = normalize(text)
-        found = self._lexical.check(draft, ctx, repeated=self._repeated(ctx))
-        for detector in self._detectors:
-            found.extend(detector.check(draft, ctx))
+        triggered: set[int] = set()
+        found = self._lexical.check(draft, ctx, repeated=self._repeated(ctx), triggered=triggered)
+        for i, detector in enumerate(self._detectors):
+            if i not in self._gated or i in triggered:
+                found.extend(detector.check(draft, ctx))
         return _prune(found, text)
 
     def check(self, text: str, history: Iterable[Message | Mapping[str, str]] = ()) -> Verdict:

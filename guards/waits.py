@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from .normalize import fold
 
-__all__ = ["WAIT_HINTS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
+__all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
 
 # A draft without any of these cannot promise a wait; one search skips the slower regexes.
-WAIT_HINTS = re.compile("等|候|稍后|分钟|秒|小时|刻钟|min")
+WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
+WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
 _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
 # A lookahead for the first character of a number: regexes that start with a number and carry it

@@ -17,6 +17,10 @@ class Detector(Protocol):
     """A non-lexical rule: built once from its library entry, then asked about each draft."""
 
     id: str
+    # Words of which the draft's matching view must hold one for `check` to find anything, or
+    # empty to run on every draft. The guard looks for them in its one automaton pass and skips
+    # the detector when none is there; `check` stays correct on its own all the same.
+    triggers: tuple[str, ...]
 
     def __init__(self, rule: Rule, library: Library) -> None: ...
 

@@ -28,7 +28,8 @@ _IM_ID = re.compile(
 
 
 _MOBILE_HINT = re.compile(r"1[3-9][0-9]{9}")
-_IM_WORDS = re.compile("qq|微信|vx|wx|weixin|v信|威信|薇信|扣扣|企鹅")
+_IM = ("qq", "微信", "vx", "wx", "weixin", "v信", "威信", "薇信", "扣扣", "企鹅")
+_IM_WORDS = re.compile("|".join(_IM))
 
 
 # A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
@@ -42,6 +43,8 @@ def _digits(s: str) -> str:
 
 class ContactNumber:
     id = "contact_number"
+    # An IM word, or the first two digits of a mainland mobile number.
+    triggers = (*_IM, *(f"1{d}" for d in range(3, 10)))
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule

@@ -39,10 +39,15 @@ class LexicalRules:
     id = "lexical"
 
     def __init__(
-        self, rules: list[Rule], shared: list[SharedContext] | tuple[SharedContext, ...] = (), *, reference: str = ""
+        self,
+        rules: list[Rule],
+        shared: list[SharedContext] | tuple[SharedContext, ...] = (),
+        *,
+        reference: str = "",
+        triggers: dict[int, tuple[str, ...]] | None = None,
     ) -> None:
         self.rules = rules
-        self._index = build_index(rules, reference=reference)
+        self._index = build_index(rules, reference=reference, triggers=triggers)
         # Each rule's own allow-context, then the shared ones of its category.
         self._contexts = [
             [c for c in [self._fold_context(r.allow)] + [self._fold_context(x) for x in shared if r.category in x.categories] if c]
@@ -72,8 +77,11 @@ class LexicalRules:
         table = ix.table
         return ix.sounds.sub(lambda m: table[ord(m.group())], text)
 
-    def candidates(self, draft: Normalized) -> list[tuple[int, int, int, str]]:
-        """(rule index, start, end, kind) in the matching view, before context is applied."""
+    def candidates(self, draft: Normalized, triggered: set[int] | None = None) -> list[tuple[int, int, int, str]]:
+        """(rule index, start, end, kind) in the matching view, before context is applied.
+
+        The numbers of the detectors whose trigger words were seen are added to `triggered`.
+        """
         ix = self._index
         text = draft.text
         found: dict[tuple[int, int, int], str] = {}
@@ -82,7 +90,9 @@ class LexicalRules:
         if ix.automaton is not None:
             values = ix.automaton.values
             for vi, start, stop in ix.automaton.scan(self._folded(text)):
-                direct, words, hints = values[vi]
+                direct, words, hints, triggers = values[vi]
+                if triggers and triggered is not None:
+                    triggered.update(triggers)
                 if words:
                     seg = text[start:stop]
                     for word, woken in words:
@@ -211,9 +221,11 @@ class LexicalRules:
         ostart, oend = draft.span(start, end)
         return inside_quotes(draft, ostart, oend)
 
-    def check(self, draft: Normalized, ctx: Context, *, repeated: frozenset[str] = frozenset()) -> list[Violation]:
+    def check(
+        self, draft: Normalized, ctx: Context, *, repeated: frozenset[str] = frozenset(), triggered: set[int] | None = None
+    ) -> list[Violation]:
         out: list[Violation] = []
-        for ri, start, end, kind in self.candidates(draft):
+        for ri, start, end, kind in self.candidates(draft, triggered):
             if self.allowed(ri, draft, start, end):
                 continue
             rule = self.rules[ri]

@@ -111,11 +111,12 @@ def _commonness(reference: str, table: dict[int, str]) -> Callable[[list[str]], 
     return score
 
 
-def build_index(rules: list[Rule], *, reference: str = "") -> Index:
+def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, tuple[str, ...]] | None = None) -> Index:
     """Compile every lexical rule; raise RuleConfigError on a phrase that normalises to nothing.
 
     `reference` is ordinary service text, used to pick the rarest group of each word-group
-    pattern as the one that wakes its regex.
+    pattern as the one that wakes its regex. `triggers` maps a detector's number to the words
+    that let it find anything; the scan reports which numbers it saw.
     """
     keys: list[tuple[str, Key]] = []
     wakes: list[tuple[str, Wake]] = []
@@ -174,14 +175,16 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
         index.dense = [chr(i) for i in range(0x10000)]
         for cp, rep in table.items():
             index.dense[cp] = rep
-    # Per key: direct hits, the patterns it wakes, and the fuzzy phrases it hints at. The automaton
-    # runs over the homophone-folded view but patterns match the plain text, so a key's wakes are
-    # kept per plain word: a hit wakes a pattern only where the plain text is the word itself (订
-    # folds onto 定; a pattern waiting for 定 has nothing to find at 订单).
-    entries: dict[str, tuple[list[Key], dict[str, list[Wake]], list[int]]] = {}
+    # Per key: direct hits, the patterns it wakes, the fuzzy phrases it hints at, and the
+    # detectors it triggers. The automaton runs over the homophone-folded view but patterns
+    # match the plain text, so a key's wakes are kept per plain word: a hit wakes a pattern only
+    # where the plain text is the word itself (订 folds onto 定; a pattern waiting for 定 has
+    # nothing to find at 订单). Triggers need no such test: a same-sounding hit only runs a
+    # detector for nothing.
+    entries: dict[str, tuple[list[Key], dict[str, list[Wake]], list[int], set[int]]] = {}
 
-    def entry(word: str) -> tuple[list[Key], dict[str, list[Wake]], list[int]]:
-        return entries.setdefault(word.translate(table), ([], {}, []))
+    def entry(word: str) -> tuple[list[Key], dict[str, list[Wake]], list[int], set[int]]:
+        return entries.setdefault(word.translate(table), ([], {}, [], set()))
 
     for key, k in keys:
         entry(key)[0].append(k)
@@ -189,8 +192,14 @@ def build_index(rules: list[Rule], *, reference: str = "") -> Index:
         entry(word)[1].setdefault(word, []).append(wake)
     for bigram, fi in hints:
         entry(bigram)[2].append(fi)
+    for di, words in (triggers or {}).items():
+        for word in filter(None, map(fold_phrase, words)):
+            entry(word)[3].add(di)
     index.automaton = _automaton(
-        {k: (tuple(d), tuple((word, tuple(ws)) for word, ws in w.items()), tuple(h)) for k, (d, w, h) in entries.items()}
+        {
+            k: (tuple(d), tuple((word, tuple(ws)) for word, ws in w.items()), tuple(h), tuple(sorted(t)))
+            for k, (d, w, h, t) in entries.items()
+        }
     )
     index.mixed = _automaton({k: tuple(v) for k, v in mixed.items()})
     return index

@@ -50,6 +50,7 @@ _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 class Punctuation:
     id = "punctuation"
+    triggers = ()
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule

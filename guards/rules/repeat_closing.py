@@ -25,6 +25,7 @@ _QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可
 
 class RepeatClosing:
     id = "repeat_closing"
+    triggers = ()
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule

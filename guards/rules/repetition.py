@@ -21,6 +21,7 @@ __all__ = ["Repetition"]
 
 class Repetition:
     id = "repetition"
+    triggers = ()
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule

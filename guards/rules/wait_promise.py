@@ -10,7 +10,7 @@ from phrases.schema import Library, Rule
 from ..context import Context
 from ..model import Violation
 from ..normalize import Normalized
-from ..waits import WAIT_HINTS, find_wait_folded, names_time
+from ..waits import WAIT_HINTS, WAIT_WORDS, find_wait_folded, names_time
 from .base import violation
 
 __all__ = ["WaitPromiseCap"]
@@ -18,6 +18,7 @@ __all__ = ["WaitPromiseCap"]
 
 class WaitPromiseCap:
     id = "wait_promise"
+    triggers = WAIT_WORDS
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule

@@ -1,6 +1,7 @@
 """Behaviour of the engine on a small library: evasions with offsets, context, rewrite, detectors."""
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -283,3 +284,21 @@ def test_pattern_with_sentence_scope_crosses_commas(tmp_path):
 
 def test_typed_pinyin_may_run_into_more_pinyin(mini):
     assert "fp-dont-know" in mini.check("buzhidao ne,物流没更新。").rule_ids
+
+
+def test_detectors_run_only_when_triggered(monkeypatch):
+    """A detector with trigger words is asked only about drafts where the lexical pass saw one,
+    and still finds what it finds when asked."""
+    guard = guards.Guard(phrases.load_library(Path(__file__).parent / "fixtures" / "mini.json"))
+    asked: list[str] = []
+    for detector in guard._detectors:
+        if detector.triggers:
+            original = detector.check
+            monkeypatch.setattr(detector, "check", lambda d, c, f=original, n=detector.id: asked.append(n) or f(d, c))
+    assert guard.check("好的,我帮您查一下订单。").action == "pass"
+    assert asked == []
+    assert guard.check("您加一下我的微 信 号 abc12345 吧").violations
+    assert "contact_number" in asked
+    asked.clear()
+    assert guard.check("请您稍等五分钟").action == "warn"
+    assert asked == ["wait_promise"]
