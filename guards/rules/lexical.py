@@ -26,6 +26,7 @@ __all__ = ["LexicalRules"]
 _ASCII_WORD = re.compile(r"[a-z0-9]")
 _LETTERS = re.compile(r"[a-z]{2}")
 _LATIN_RUN = re.compile(r"[a-z]+")
+_QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 _Words = re.Pattern[str] | None
@@ -119,9 +120,11 @@ class LexicalRules:
                         continue
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
+        patterns = ix.patterns
         for pi, (lo, hi) in windows.items():
-            ri, regex = ix.patterns[pi]
-            lo = max(0, lo)
+            ri, regex = patterns[pi]
+            if lo < 0:
+                lo = 0
             # Most woken patterns find nothing: one search says so for less than a finditer.
             if regex.search(text, lo, hi) is None:
                 continue
@@ -216,7 +219,7 @@ class LexicalRules:
                         sentence_bounds = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
                     if sentence.search(text, *sentence_bounds):
                         return True
-        if not any(q in text for q in QUOTES):
+        if _QUOTE.search(text) is None:
             return False
         ostart, oend = draft.span(start, end)
         return inside_quotes(draft, ostart, oend)

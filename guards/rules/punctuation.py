@@ -35,13 +35,16 @@ _CJK = r"[\u3400-\u9fff]"
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
 
 
+_MARKS = re.compile(f"{_RUN.pattern}|{_STOPS.pattern}")
+
+
 def _suspect(folded: str, original: str) -> bool:
     """Whether any of the patterns above can match: plain substring tests and two scans that
     skip straight to ! ? 。 (the folded view has full-width ！？｡ already turned into !?。)."""
     return (
         "…" in original or "..." in original or "．．．" in original
         or " " in original or "\u3000" in original or "\t" in original
-        or _RUN.search(folded) is not None or _STOPS.search(folded) is not None
+        or _MARKS.search(folded) is not None
     )
 
 
