@@ -87,6 +87,7 @@ class LexicalRules:
         text = draft.text
         found: dict[tuple[int, int, int], str] = {}
         windows: dict[int, list[int]] = {}
+        anchored: list[tuple[int, int, int]] = []
         fuzzy: dict[int, int] = {}
         if ix.automaton is not None:
             values = ix.automaton.values
@@ -100,6 +101,10 @@ class LexicalRules:
                         if seg != word:
                             continue
                         for w in woken:
+                            if not w.before:
+                                # The woken group opens the pattern: a match starts right here.
+                                anchored.append((w.pattern, start, stop + w.after))
+                                continue
                             lo, hi = start - w.before, stop + w.after
                             seen = windows.get(w.pattern)
                             if seen is None:
@@ -121,6 +126,11 @@ class LexicalRules:
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
         patterns = ix.patterns
+        for pi, lo, hi in anchored:
+            ri, regex = patterns[pi]
+            m = regex.match(text, lo, hi)
+            if m is not None:
+                found.setdefault((ri, lo, m.end()), "pattern")
         for pi, (lo, hi) in windows.items():
             ri, regex = patterns[pi]
             if lo < 0:
