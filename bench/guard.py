@@ -5,7 +5,14 @@
 Two library sizes: the default library, and the default plus a 10,000-phrase word list. For each,
 the same 200-character drafts go through `Guard.check` (all normalisation on) and through a bare
 pyahocorasick iteration over the raw draft with an automaton of the same phrases; rounds alternate
-between the two so machine noise hits both alike. Prints medians, p99 and the ratio.
+between the two so machine noise hits both alike. Prints medians, p99 and the ratio, two ways:
+
+* round medians: the median over drafts in each round, then the median of the rounds;
+* best of rounds: each draft's fastest time over the rounds, then the median over drafts. On a
+  shared machine this drops the moments another process held the core, for both sides alike.
+
+The guard itself scans with ahocorasick_rs; the baseline stays the pyahocorasick pass named by
+the target.
 """
 
 from __future__ import annotations
@@ -100,6 +107,8 @@ def run(name: str, library: phrases.Library, drafts: list[str], rounds: int) -> 
     g_all: list[float] = []
     b_all: list[float] = []
     g_medians, b_medians = [], []
+    g_best = [float("inf")] * len(drafts)
+    b_best = [float("inf")] * len(drafts)
     for _ in range(rounds):
         b = timed(bare, drafts)
         g = timed(guard.check, drafts)
@@ -107,11 +116,14 @@ def run(name: str, library: phrases.Library, drafts: list[str], rounds: int) -> 
         g_all += g
         b_medians.append(statistics.median(b))
         g_medians.append(statistics.median(g))
+        g_best = list(map(min, g_best, g))
+        b_best = list(map(min, b_best, b))
     gm, bm = statistics.median(g_medians), statistics.median(b_medians)
+    gb, bb = statistics.median(g_best), statistics.median(b_best)
     return {
         "library": name, "phrases": sum(len(r.phrases) + len(r.variants) for r in library.rules),
         "guard_median_us": gm, "guard_p99_us": p99(g_all), "bare_median_us": bm, "bare_p99_us": p99(b_all),
-        "ratio": gm / bm,
+        "ratio": gm / bm, "guard_best_us": gb, "bare_best_us": bb, "best_ratio": gb / bb,
     }
 
 
@@ -136,12 +148,14 @@ def main() -> None:
     big = phrases.library_from_data(big_data)
     rows = [run("default", default, drafts, args.rounds), run("default + 10,000 words", big, drafts, args.rounds)]
     print(f"{args.drafts} drafts of 200 chars, {args.rounds} alternating rounds; times in µs per draft\n")
-    print("| library | phrases | Guard.check median | p99 | bare AC median | p99 | ratio (median) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| library | phrases | Guard.check median | p99 | bare AC median | p99 | ratio (round medians) "
+          "| Guard.check / bare, best of rounds | ratio (best of rounds) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['library']} | {r['phrases']} | {r['guard_median_us']:.1f} | {r['guard_p99_us']:.1f} | "
-            f"{r['bare_median_us']:.1f} | {r['bare_p99_us']:.1f} | {r['ratio']:.2f}× |"
+            f"{r['bare_median_us']:.1f} | {r['bare_p99_us']:.1f} | {r['ratio']:.2f}× | "
+            f"{r['guard_best_us']:.1f} / {r['bare_best_us']:.1f} | {r['best_ratio']:.2f}× |"
         )
 
 
