@@ -63,9 +63,9 @@ def row_of(engine: ReminderEngine, st: ConvState, now: float) -> Row:
 def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState | None:
     """Rebuild one conversation in `engine` from its row and re-arm its timers."""
     (tenant, cid, agent, open_, flags, question_at, response_due, rate_due, wait_due, timers,
-     pending, _updated) = tuple(row)
+     pending, updated) = tuple(row)
     if not open_ and not pending and timers == "[]":  # closed: only its once-only flags matter
-        engine.closed.setdefault(tenant, {})[cid] = int(flags)
+        engine.closed.setdefault(tenant, {})[cid] = (int(flags), float(updated))
         return None
     st = ConvState(tenant, cid, agent)
     st.open, st.flags, st.question_at = bool(open_), int(flags), question_at
@@ -128,6 +128,14 @@ class ClockStore:
         )
         return cur.fetchall()
 
+    def prune_closed_sync(self, before: float) -> int:
+        """Delete the rows of conversations closed (nothing pending, no timer) before `before`."""
+        cur = self._c().execute(
+            "DELETE FROM clock_conversations WHERE open = 0 AND pending IS NULL AND timers = '[]' AND updated_at < ?",
+            (before,),
+        )
+        return cur.rowcount
+
     def close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -144,6 +152,9 @@ class ClockStore:
 
     async def load(self) -> list[Row]:
         return list(await self._run(self.load_sync))
+
+    async def prune_closed(self, before: float) -> int:
+        return int(await self._run(self.prune_closed_sync, before))
 
     async def close(self) -> None:
         await self._run(self.close_sync)

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     # Delivery ids of inbound webhooks and idempotency keys of replies are kept this long: platform
     # retries come within minutes (Chatwoot: 3 tries, 3 s apart), a client retry within hours.
     dedupe_retention_h: int = Field(168, ge=1, le=24 * 365)
+    # A closed conversation's once-only flags (不客气, the closing suggested) are kept this long in
+    # case the customer comes back; later the conversation starts afresh.
+    clock_closed_retention_h: int = Field(72, ge=1, le=24 * 365)
 
     audit_hmac_key: SecretStr = SecretStr(PLACEHOLDER)
     audit_checkpoint_every: int = Field(1000, ge=1)

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 # collector promotes them (big chunks promoted thousands of objects each, and every 25% growth of
 # the old generation costs a full collection: a pause for every reminder due at that moment).
 _AUDIT_CHUNK = 200
+# How often closed conversations past their retention are forgotten.
+_PRUNE_EVERY_S = 3600.0
 
 
 class AuditSink(Protocol):
@@ -88,8 +90,10 @@ class ClockService:
 
     def __init__(self, *, clock: Clock, rules_for: Callable[[str], TenantRules], store: ClockStore | None,
                  audit: AuditSink | None = None, find_wait: Callable[[str], Any] | None = None,
-                 hub: ConsoleHub | None = None) -> None:
+                 hub: ConsoleHub | None = None, closed_retention_s: float = 72 * 3600) -> None:
         self.clock = clock
+        self.closed_retention_s = closed_retention_s
+        self._pruned_at = float("-inf")
         self.hub = hub or ConsoleHub()
         self.store = store
         self.audit = audit
@@ -111,6 +115,8 @@ class ClockService:
         """Restore persisted conversations, then start the scheduler and the flush task."""
         if self.store is not None:
             await self.store.open()
+            await self.store.prune_closed(self.clock.now() - self.closed_retention_s)
+            self._pruned_at = self.clock.now()
             rows = await self.store.load()
             for row in rows:
                 restore_state(self.engine, row)
@@ -155,8 +161,21 @@ class ClockService:
             self._kicked.clear()
             try:
                 await self.flush()
+                if self.clock.now() - self._pruned_at >= _PRUNE_EVERY_S:
+                    await self.prune_closed()
             except Exception:  # keep the clock running; what failed is queued again for the next try
                 log.exception("clock.flush_failed")
+
+    async def prune_closed(self) -> int:
+        """Forget conversations closed longer ago than the retention, in memory and in state.db."""
+        self._pruned_at = now = self.clock.now()
+        before = now - self.closed_retention_s
+        removed = self.engine.prune_closed(before)
+        if self.store is not None:
+            await self.store.prune_closed(before)
+        if removed:
+            log.info("clock.closed_pruned", conversations=removed)
+        return removed
 
     async def flush(self) -> None:
         """Write changed conversations and queued audit records now; failures are re-queued."""
@@ -240,7 +259,8 @@ async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
     clock = app_clock if hasattr(app_clock, "sleep_until") else RealClock()
     settings = app[SETTINGS]
     service = ClockService(clock=clock, rules_for=tenant_rules_from(settings),
-                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_STORE))
+                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_STORE),
+                           closed_retention_s=settings.clock_closed_retention_h * 3600)
     await service.start()
     app[CLOCK_SERVICE] = service
     app[EVENT_BUS].subscribe(service.handle)

@@ -10,20 +10,13 @@ conversations in `dirty` for `ClockService` (assist/console.py) to write.
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
-from datetime import datetime, time as dtime, timezone
-from importlib import resources
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
-
-from phrases import Library, Thresholds
+from typing import Any
 
 from .clock import Clock
 from .events import ConversationEvent
+from .reminder_rules import Cues, TenantRules, load_cues
+from .reminder_state import AuditNote, ConvState, iso
 from .timers import Scheduler
 
 __all__ = ["AuditNote", "ConvState", "Cues", "ReminderEngine", "TenantRules", "load_cues"]
@@ -46,136 +39,6 @@ _TIMER_TEMPLATE = {
 }
 
 
-@dataclass(frozen=True)
-class Cues:
-    """Customer words per situation; see assist/reminder_cues.json for the why."""
-
-    groups: dict[str, dict[str, Any]]
-
-    @staticmethod
-    def prepare(text: str) -> tuple[str, str]:
-        """The text as cues compare it: NFKC, lower case, no spaces; and that without punctuation."""
-        norm = "".join(unicodedata.normalize("NFKC", text).lower().split())
-        bare = "".join(c for c in norm if not unicodedata.category(c).startswith(("P", "S")))
-        return norm, bare or norm  # a message of only "??" is compared as it is
-
-    def match(self, name: str, prepared: tuple[str, str]) -> bool:
-        g, (norm, bare) = self.groups[name], prepared
-        if any(x in norm for x in g.get("exclude", ())):
-            return False
-        return bare in g.get("exact", ()) or any(x in norm for x in g.get("contains", ()))
-
-    def template(self, name: str) -> str:
-        return str(self.groups[name]["template_id"])
-
-
-def load_cues() -> Cues:
-    """The packaged cue lists (assist/reminder_cues.json)."""
-    raw = json.loads((resources.files("assist") / "reminder_cues.json").read_text(encoding="utf-8"))
-    return Cues({k: v for k, v in raw.items() if not k.startswith("_")})
-
-
-@dataclass(frozen=True)
-class TenantRules:
-    """What the clock needs of one tenant: thresholds, time zone, suggestion texts."""
-
-    thresholds: Thresholds
-    tz: ZoneInfo
-    templates: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_library(cls, library: Library, timezone_name: str) -> TenantRules:
-        return cls(library.thresholds, ZoneInfo(timezone_name), {t.id: t.text for t in library.templates})
-
-    @cached_property
-    def _hours(self) -> tuple[dtime, dtime]:
-        start, end = (dtime.fromisoformat(h) for h in self.thresholds.reply_rate_hours)
-        return start, end
-
-    def in_reply_rate_hours(self, at: float) -> bool:
-        """True when `at` (epoch s) falls in the platform's reply-rate window, tenant time."""
-        start, end = self._hours
-        local = datetime.fromtimestamp(at, self.tz).time()
-        return start <= local < end if start <= end else (local >= start or local < end)
-
-
-class AuditNote(NamedTuple):
-    """An audit record the engine decided on; ClockService formats and writes it off the hot path.
-
-    The outbox holds these as plain tuples (`AuditNote._make(t)` reads one): the garbage collector
-    stops tracking a plain tuple of plain values, so a backlog of notes costs its full collections
-    nothing, where tracked NamedTuple instances would be walked on every one of them.
-    """
-
-    tenant: str
-    kind: str  # "reminder" | "threshold_missed"
-    actor: str | None
-    conversation_id: str
-    action: str  # the rule
-    typ: str  # "reminder" | "suggestion"
-    due: float
-    late: bool
-    template_id: str | None
-    lateness_s: float
-    at: float
-
-    def details(self) -> dict[str, Any]:
-        return {"type": self.typ, "rule": self.action, "deadline": iso(self.due),
-                "seconds_left": round(self.due - self.at, 1), "late": self.late, "template_id": self.template_id,
-                "agent_id": self.actor.split(":", 1)[1] if self.actor else None,
-                "lateness_ms": round(self.lateness_s * 1000, 1)}
-
-
-class ConvState:
-    """One conversation as the clock sees it, unpacked for the duration of one event or timer.
-
-    Between events a conversation is stored packed (`pack()`): a plain tuple of plain values and
-    tuples, which the garbage collector stops tracking. 100,000 tracked objects would make every
-    full collection walk them all, a pause of tens of milliseconds for every reminder due then.
-    """
-
-    __slots__ = ("key", "tenant", "cid", "agent", "open", "flags", "question_at", "response_due",
-                 "rate_due", "wait_due", "timers", "armed", "pending")
-
-    def __init__(self, tenant: str, cid: str, agent: str | None = None) -> None:
-        self.key = (tenant, cid)  # the scheduler's target: one shared tuple per conversation
-        self.tenant, self.cid, self.agent = tenant, cid, agent
-        self.open = True
-        self.flags = 0
-        self.question_at: float | None = None
-        self.response_due: float | None = None
-        self.rate_due: float | None = None
-        self.wait_due: float | None = None
-        self.timers: tuple[int, ...] = ()  # scheduler handles of the live timers
-        self.armed = 0  # which rules those are (RULE_BITS); fire times follow from the due times
-        # (rule, type, due, late, template_id) fired and not yet answered. A tuple of tuples of
-        # plain values, replaced on change: the garbage collector stops tracking it, where a dict
-        # living for seconds would be promoted and bring the next full collection closer.
-        self.pending: tuple[tuple[str, str, float, bool, str | None], ...] = ()
-
-    def pack(self) -> tuple[Any, ...]:
-        return (self.key, self.agent, self.open, self.flags, self.question_at, self.response_due, self.rate_due,
-                self.wait_due, self.timers, self.armed, self.pending)
-
-    @classmethod
-    def unpack(cls, packed: tuple[Any, ...]) -> ConvState:
-        st = cls.__new__(cls)
-        (st.key, st.agent, st.open, st.flags, st.question_at, st.response_due, st.rate_due, st.wait_due,
-         st.timers, st.armed, st.pending) = packed
-        st.tenant, st.cid = st.key
-        return st
-
-    def pending_rule(self, rule: str) -> tuple[str, str, float, bool, str | None] | None:
-        return next((p for p in self.pending if p[0] == rule), None)
-
-    def drop_pending(self, rule: str) -> None:
-        self.pending = tuple(p for p in self.pending if p[0] != rule)
-
-
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
-
-
 class ReminderEngine:
     """Applies conversation events to per-conversation timers and fires reminders from them."""
 
@@ -191,9 +54,9 @@ class ReminderEngine:
         self._listening = listening or (lambda tenant, agent: agent is not None)
         self._cues = cues or load_cues()
         self.convs: dict[str, dict[str, tuple[Any, ...]]] = {}  # tenant -> id -> packed ConvState
-        # Closed conversations leave memory; a reopen finds its flags here (str -> int: a dict
-        # of plain values the garbage collector does not track).
-        self.closed: dict[str, dict[str, int]] = {}
+        # Closed conversations leave memory; a reopen finds its flags here: id -> (flags, closed
+        # at), plain values the garbage collector does not track, pruned after a retention period.
+        self.closed: dict[str, dict[str, tuple[int, float]]] = {}
         self.with_pending: set[tuple[str, str]] = set()  # keys of conversations with pending reminders
         self.dirty: dict[tuple[str, str], tuple[Any, ...]] = {}  # changed since the last flush: packed state
         self.audit_outbox: list[tuple[Any, ...]] = []  # plain-tuple AuditNotes
@@ -223,18 +86,34 @@ class ReminderEngine:
         st = self.get(tenant, cid)
         if st is None:
             st = ConvState(tenant, cid)
-            flags = self.closed.get(tenant, {}).pop(cid, None)
-            if flags is not None:  # reopened: the once-only suggestions stay used
-                st.flags, st.open = flags, False
+            closed = self.closed.get(tenant, {}).pop(cid, None)
+            if closed is not None:  # reopened: the once-only suggestions stay used
+                st.flags, st.open = closed[0], False
         return st
 
     def _evict(self, st: ConvState) -> None:
         """Drop a closed conversation from memory, keeping only its once-only flags."""
         self.convs.get(st.tenant, {}).pop(st.cid, None)
         self.with_pending.discard(st.key)
-        self.closed.setdefault(st.tenant, {})[st.cid] = st.flags
+        self.closed.setdefault(st.tenant, {})[st.cid] = (st.flags, self.clock.now())
         self.dirty[st.key] = st.pack()  # its closed row is still written
         self.on_change()
+
+    def prune_closed(self, before: float) -> int:
+        """Forget closed conversations closed before `before`; returns how many.
+
+        A customer who comes back later starts afresh: 不客气 and the closing may be suggested
+        once more. Without this, every conversation ever closed would stay in memory.
+        """
+        removed = 0
+        for tenant, ids in list(self.closed.items()):
+            old = [cid for cid, (_, at) in ids.items() if at < before]
+            for cid in old:
+                del ids[cid]
+            removed += len(old)
+            if not ids:
+                del self.closed[tenant]
+        return removed
 
     def pending_for(self, tenant: str, agent_id: str) -> list[dict[str, Any]]:
         """Pending reminders of the agent's conversations, soonest first, seconds_left as of now."""

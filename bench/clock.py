@@ -4,14 +4,19 @@ Runs the real ClockService (one scheduler task, RealClock, state.db persistence 
 optionally the real audit store) against a bare heap-and-sleep loop that fires the same
 deadlines, each in a fresh child process so RSS and tracemalloc numbers do not mix.
 
-Time is scaled so a run takes about two minutes: thresholds are a tenth of the spec's (response
-6 s, pre-warning at 4 s, reply rate 5 s, plain wait 6 s, a named wait of 12 s for 2 minutes). All
-100,000 conversations are opened first; then each gets a customer question at a random moment of
-a 60 s window, 60% get an agent reply 0.5-9 s later (some before the pre-warning, some after the
-alert, some a 请稍等), 30% a second customer message: ~3,000 events/s and ~6,500 reminders/s
-(each also an audit record), more than 100,000 conversations make on real thresholds.
+All 100,000 conversations are opened first; then each gets a customer question at a random
+moment of a 60 s window, 60% get an agent reply some time later (some before the pre-warning,
+some after the alert, some a 请稍等), 30% a second customer message. Two profiles:
 
-Example: python bench/clock.py --conversations 100000
+* `real` (default): the spec's thresholds (response 60 s, pre-warning 45 s, reply rate 30 s, plain
+  wait 60 s); replies come 5-90 s after the question, second messages 10-120 s after it. About
+  3,000 events/s during the window; a run takes about four minutes per side.
+* `stress`: time compressed tenfold (response 6 s, pre-warning 4 s, reply rate 5 s, plain wait
+  6 s, a named wait of 12 s standing for 2 minutes) with the same number of events, so most
+  questions cross a threshold: about 3,000 events/s and 6,500 audited reminders/s, far more than
+  100,000 conversations make on real thresholds. It measures the clock under overload.
+
+Example: python bench/clock.py --conversations 100000 [--profile real|stress]
 """
 
 from __future__ import annotations
@@ -40,7 +45,17 @@ TEMPLATES = {"wait-thanks": "感谢您的耐心等待", "wait-apology": "很抱�
              "closing": "请问是否还有其他问题可以为您服务?"}
 CUSTOMER = ["请问什么时候发货", "这个能便宜点吗", "在吗", "谢谢", "怎么退货", "好的"]
 # Named waits are scaled like the thresholds: 12 s stands for the spec's 2 minutes.
-AGENT = ["您好,已为您查询,今天发货。", "好的,请稍等", "请您稍等12秒", "亲,可以的。"]
+AGENT = ["您好,已为您查询,今天发货。", "好的,请稍等", "请您稍等{wait}", "亲,可以的。"]
+# Per profile: thresholds, how much later replies and follow-ups come than in `stress`, and the
+# named wait an agent promises (2 minutes, scaled like the thresholds).
+PROFILES = {
+    "real": (dict(reply_rate_hours=("00:00", "23:59")), 10.0, "2分钟"),
+    "stress": (SCALED, 1.0, "12秒"),
+}
+
+
+def thresholds(profile: str) -> Thresholds:
+    return Thresholds(**PROFILES[profile][0])
 
 
 def rss_bytes() -> int:
@@ -48,36 +63,38 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def schedule(n: int, window: float, seed: int) -> list[tuple[float, str, str, str]]:
+def schedule(n: int, window: float, seed: int, profile: str) -> list[tuple[float, str, str, str]]:
     """Random customer activity: (offset s, kind, conversation id, text), sorted by time."""
     rnd = random.Random(seed)
+    _, later, wait = PROFILES[profile]
+    agent = [a.format(wait=wait) for a in AGENT]
     out = []
     for i in range(n):
         cid = f"conv-{i:06d}"
         t = rnd.uniform(0, window)
         out.append((t, "customer_message", cid, rnd.choice(CUSTOMER)))
         if rnd.random() < 0.6:  # some answered before the pre-warning, some after the alert
-            out.append((t + rnd.uniform(0.5, 9), "agent_message", cid, rnd.choice(AGENT)))
+            out.append((t + rnd.uniform(0.5, 9) * later, "agent_message", cid, rnd.choice(agent)))
         if rnd.random() < 0.3:
-            out.append((t + rnd.uniform(1, 12), "customer_message", cid, rnd.choice(CUSTOMER)))
+            out.append((t + rnd.uniform(1, 12) * later, "customer_message", cid, rnd.choice(CUSTOMER)))
     out.sort()
     return out
 
 
-def _rules():
+def _rules(profile: str):
     from assist.reminders import TenantRules
 
-    return TenantRules(Thresholds(**SCALED), ZoneInfo("UTC"), TEMPLATES)
+    return TenantRules(thresholds(profile), ZoneInfo("UTC"), TEMPLATES)
 
 
-def _service(tmp: Path, *, audit: object | None):
+def _service(tmp: Path, *, audit: object | None, profile: str):
     from guards.waits import find_wait
 
     from assist.clock import RealClock
     from assist.clock_sql import ClockStore
     from assist.console import ClockService
 
-    rules = _rules()
+    rules = _rules(profile)
     return ClockService(clock=RealClock(), rules_for=lambda t: rules, store=ClockStore(tmp / "state.db"),
                         audit=audit, find_wait=find_wait)
 
@@ -90,7 +107,7 @@ async def run_engine(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
         from assist.audit import AuditStore
 
         store = AuditStore(tmp / "audit.db", hmac_key=b"bench")
-    svc = _service(tmp, audit=store)
+    svc = _service(tmp, audit=store, profile=args.profile)
     lateness, armed = array("d"), []
     fire = svc.engine._fire
     clock = svc.clock
@@ -104,7 +121,7 @@ async def run_engine(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     svc.engine.scheduler._on_fire = timed
     svc.engine.apply(ConversationEvent("agent_message", "warm", "warm", None, "请稍等", clock.now()))  # load guards' tables
     await svc.start()
-    events = schedule(args.conversations, args.window, args.seed)
+    events = schedule(args.conversations, args.window, args.seed, args.profile)
     gc.collect()
     if args.freeze:
         gc.freeze()  # as create_app does once started: the guard's tables leave the GC's walks
@@ -145,7 +162,8 @@ async def run_bare(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     offsets = json.loads((tmp / "deadlines.json").read_text())
     rnd = random.Random(args.seed)
     # Each deadline is pushed a threshold's worth (1-6 s) before it falls due, as the engine arms them.
-    pushes = sorted((max(0.0, d - rnd.uniform(1, 6)), d) for d in offsets)
+    later = PROFILES[args.profile][1]
+    pushes = sorted((max(0.0, d - rnd.uniform(1, 6) * later), d) for d in offsets)
     heap: list[tuple[float, int, str]] = []
     wake = asyncio.Event()
     lateness = array("d")
@@ -201,7 +219,7 @@ def measure_memory(args: argparse.Namespace, variant: str) -> dict[str, object]:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     if variant == "engine":
-        rules = _rules()
+        rules = _rules(args.profile)
         engine = ReminderEngine(clock=RealClock(), rules_for=lambda t: rules, find_wait=lambda s: None,
                                 deliver=lambda t, a, e: None)
         for cid in cids:
@@ -210,7 +228,7 @@ def measure_memory(args: argparse.Namespace, variant: str) -> dict[str, object]:
         keep: object = engine
         timers = len(engine.scheduler)
     else:
-        th = Thresholds(**SCALED)
+        th = thresholds(args.profile)
         heap: list[tuple[float, int, str]] = []
         seq = 0
         for cid in cids:
@@ -247,7 +265,8 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conversations", type=int, default=100_000)
-    ap.add_argument("--window", type=float, default=60.0, help="seconds over which activity is spread")
+    ap.add_argument("--window", type=float, default=60.0, help="seconds over which first questions are spread")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="real", help="thresholds and pace (see above)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--audit", action=argparse.BooleanOptionalAction, default=True,
                     help="write reminder/threshold records to a real AuditStore")
@@ -269,6 +288,7 @@ def main() -> None:
         for name in ("mem-engine", "mem-bare", "engine", "bare"):
             cmd = [sys.executable, __file__, "--child", name, "--tmp", tmp, "--conversations",
                    str(args.conversations), "--window", str(args.window), "--seed", str(args.seed),
+                   "--profile", args.profile,
                    "--audit" if args.audit else "--no-audit", "--freeze" if args.freeze else "--no-freeze"]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res[name] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -276,7 +296,8 @@ def main() -> None:
     me, mb, e, b = res["mem-engine"], res["mem-bare"], res["engine"], res["bare"]
     extra = me["per_conversation"] - mb["per_conversation"]
     print(f"conversations={n} events={e['events']} reminders fired={e['fired']} (bare fired {b['fired']})"
-          f" window={args.window}s thresholds={SCALED} audit={args.audit}\n")
+          f" window={args.window}s profile={args.profile} thresholds={thresholds(args.profile).model_dump()}"
+          f" audit={args.audit}\n")
     print("| | clock service | bare heap+sleep | ratio / target |\n|---|---|---|---|")
     print(f"| lateness p50 (ms) | {e['p50']:.2f} | {b['p50']:.2f} | |")
     print(f"| lateness p99 (ms) | {e['p99']:.2f} | {b['p99']:.2f} | {e['p99'] / max(b['p99'], 1e-9):.2f}x "

@@ -141,3 +141,25 @@ async def test_kill_9_then_restart_fires_passed_deadlines_late_and_keeps_the_res
     await svc.stop()
     assert audited(store, "threshold_missed") == [
         ("k1", "response.overdue", True), ("k2", "wait.overdue", True), ("k3", "wait.overdue", False)]
+
+
+async def test_closed_conversations_past_the_retention_leave_state_db(tmp_path: Path) -> None:
+    clock = ManualClock(NIGHT)
+    svc = ClockService(clock=clock, rules_for=lambda t: rules(), store=ClockStore(tmp_path / "state.db"),
+                       closed_retention_s=3600)
+    await svc.start()
+    await svc.handle(ev(clock, "customer_message", "old", "谢谢"))
+    await svc.handle(ev(clock, "closed", "old"))
+    await clock.advance(3000)
+    await svc.handle(ev(clock, "customer_message", "new", "谢谢"))
+    await svc.handle(ev(clock, "closed", "new"))
+    await clock.advance(900)  # "old" closed 3,900 s ago, "new" 900 s ago
+    assert await svc.prune_closed() == 1
+    assert set(svc.engine.closed["t1"]) == {"new"}
+    await svc.stop()
+
+    svc2 = ClockService(clock=clock, rules_for=lambda t: rules(), store=ClockStore(tmp_path / "state.db"),
+                        closed_retention_s=3600)
+    await svc2.start()
+    assert set(svc2.engine.closed["t1"]) == {"new"}  # the old row is gone from state.db too
+    await svc2.stop()

@@ -286,3 +286,17 @@ async def test_thanking_for_the_wait_does_not_start_a_new_wait(night) -> None:
     h.send("agent_message", "感谢您的耐心等待,已经为您查询到结果,下面为您详细说明。")
     await h.clock.advance(600)
     assert h.rules_fired() == []
+
+
+async def test_closed_conversations_are_forgotten_after_the_retention(night) -> None:
+    h = night
+    h.send("customer_message", "谢谢")
+    h.send("closed")
+    h.send("customer_message", "谢谢", cid="c2")
+    await h.clock.advance(10)
+    h.send("closed", cid="c2")
+    assert h.engine.prune_closed(h.clock.now() - 5) == 1  # c1 closed 10 s ago, c2 just now
+    assert set(h.engine.closed["t1"]) == {"c2"}
+    # c1 comes back and starts afresh: 不客气 may be suggested again.
+    h.send("customer_message", "谢谢")
+    assert [s["rule"] for s in h.events("suggestion")] == ["thanks.reply", "thanks.reply", "thanks.reply"]
