@@ -8,6 +8,7 @@ concurrent requests can never both send.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -208,12 +209,16 @@ async def post_reply(request: web.Request) -> web.Response:
         records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
                                   conversation_id=cid, final_text=result["greeting"],
                                   details={"mode": policy.greeting_policy}))
-    await writer.append_many(records)  # one group commit
     app[OUTBOX].wake()
     note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
          greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])
-    await app[EVENT_BUS].publish(ConversationEvent("agent_message", principal.tenant, cid,
-                                                   principal.agent_id or conv.agent_id, result["text"], now))
+    # The reply is accepted (state.db); its audit records and the clock's new deadlines are two
+    # independent durable writes, so the 202 waits for both at once, not one after the other.
+    await asyncio.gather(
+        writer.append_many(records),  # one group commit
+        app[EVENT_BUS].publish(ConversationEvent("agent_message", principal.tenant, cid,
+                                                 principal.agent_id or conv.agent_id, result["text"], now)),
+    )
     return json_response(result, status=202)
 
 

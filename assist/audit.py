@@ -27,6 +27,9 @@ from aiohttp import web
 from .audit_mask import scrub_secrets
 from .audit_query import AuditPage, AuditQuery, AuditRecord, decode_cursor, encode_cursor
 from .audit_sql import FTS_BATCH, SqliteAuditBackend
+
+# Fewest records an append that finds the full-text index behind brings into it.
+_BACKSTOP_MIN = 200
 from .audit_writer import AuditWriter
 
 if TYPE_CHECKING:
@@ -254,8 +257,11 @@ class AuditStore:
             spans.update(grown)  # only once committed: a rolled-back span must be written again
             self._last_id = rid - 1
             if rid - 1 - self._fts_indexed >= FTS_BATCH:
+                # The index fell behind (the writer is never idle): catch up twice as many records
+                # as this append wrote. Enough to close the gap; bounded, so one unlucky append never
+                # pays for indexing a whole backlog while every request behind it waits.
                 try:
-                    self._index_texts_locked(FTS_BATCH * 4)
+                    self._index_texts_locked(max(_BACKSTOP_MIN, 2 * len(prepared)))
                 except Exception:  # the records are committed; only search speed waits for the index
                     log.exception("audit.fts_index_failed")
         return list(range(first, rid))
