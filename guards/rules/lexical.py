@@ -125,7 +125,19 @@ class LexicalRules:
                         continue
                     if self._anchored(k, text, start, stop):
                         found.setdefault((k.rule, start, stop), kind)
-        patterns = ix.patterns
+        self._pattern_candidates(text, anchored, windows, found)
+        if fuzzy:
+            self._fuzzy_candidates(text, fuzzy, found)
+        if ix.mixed is not None and _LETTERS.search(text):
+            self._mixed_candidates(text, found)
+        return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
+
+    def _pattern_candidates(
+        self, text: str, anchored: list[tuple[int, int, int]], windows: dict[int, list[int]],
+        found: dict[tuple[int, int, int], str],
+    ) -> None:
+        """Run the woken word-group patterns: at the woken word, or in the window around it."""
+        patterns = self._index.patterns
         for pi, lo, hi in anchored:
             ri, regex = patterns[pi]
             m = regex.match(text, lo, hi)
@@ -140,17 +152,17 @@ class LexicalRules:
                 continue
             for m in regex.finditer(text, lo, hi):
                 found.setdefault((ri, m.start(), m.end()), "pattern")
+
+    def _fuzzy_candidates(self, text: str, fuzzy: dict[int, int], found: dict[tuple[int, int, int], str]) -> None:
+        """Score the long fuzzy phrases two or more of whose bigrams were seen (rapidfuzz)."""
         for fi, hits in fuzzy.items():
-            ri, phrase = ix.fuzzy[fi]
+            ri, phrase = self._index.fuzzy[fi]
             if hits < 2 or any(r == ri for r, _, _ in found):
                 continue
             cutoff = max(75.0, 100.0 * (len(phrase) - 1) / len(phrase) - 0.5)
             al = fuzz.partial_ratio_alignment(phrase, text, score_cutoff=cutoff)
             if al is not None and al.dest_end > al.dest_start:
                 found.setdefault((ri, al.dest_start, al.dest_end), "fuzzy")
-        if ix.mixed is not None and _LETTERS.search(text):
-            self._mixed_candidates(text, found)
-        return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
 
     def _mixed_candidates(self, text: str, found: dict[tuple[int, int, int], str]) -> None:
         """Phrases spelled partly in pinyin (不qing楚, 你这话shenme意思), matched in pinyin.
