@@ -111,8 +111,11 @@ class LexicalRules:
                                 windows[w.pattern] = [lo, hi]
                             else:
                                 seen[0], seen[1] = min(seen[0], lo), max(seen[1], hi)
-                for fi in hints:
-                    fuzzy[fi] = fuzzy.get(fi, 0) + 1
+                if hints:
+                    for fi in hints:
+                        fuzzy[fi] = fuzzy.get(fi, 0) + 1
+                if not direct:
+                    continue
                 for k in direct:
                     seg = text[start:stop]
                     if seg == k.plain:
