@@ -28,6 +28,10 @@ _SERVICE_TOKEN = re.compile(r"ast_[0-9a-f]{8}_[A-Za-z0-9_-]{16,}")  # assist/aut
 _BEARER = re.compile(r"(?i)\b(bearer|token|api[_-]?key|api_access_token|secret|password)([\"'\s:=]+)[A-Za-z0-9._~+/=-]{8,}")
 # Long opaque strings mixing letters and digits are what generated tokens look like
 # (token_urlsafe(32) is 43 characters); pure hex is left alone, since UUIDs and hashes are ids.
+# The shortest run of token characters _SERVICE_TOKEN or _OPAQUE can match (4 + 8 + 1 + 16), and
+# lower-case words one of which every _BEARER match holds.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]{29,}+")
+_KEYWORDS = ("bearer", "token", "api", "secret", "password")
 _OPAQUE = re.compile(
     r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[G-Zg-z_])[A-Za-z0-9_-]{40,}(?![A-Za-z0-9_-])"
 )
@@ -76,6 +80,12 @@ def scrub_secrets(text: str | None) -> str | None:
     # Every pattern below is at least 14 characters long and needs a Latin letter or '_'.
     if not text or len(text) < 14 or not _LATIN.search(text):
         return text
+    # And each needs a long token-like run (the service token, opaque strings) or a keyword
+    # (bearer, token, api key, secret, password): two cheap scans spare most texts all three.
+    if _TOKEN_RUN.search(text) is None:
+        low = text.lower()
+        if not any(k in low for k in _KEYWORDS):
+            return text
     text = _SERVICE_TOKEN.sub("[redacted]", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     return _OPAQUE.sub("[redacted]", text)
