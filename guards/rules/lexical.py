@@ -30,6 +30,12 @@ _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 _Words = re.Pattern[str] | None
+
+
+def _a_not_a(text: str, i: int) -> bool:
+    """True when text[i] is the 不 of an A-not-A question (能不能, 会不会, 可不可以): a question, not a
+    negation, so a context word such as 不能 found there clears nothing."""
+    return text[i] == "不" and 0 < i < len(text) - 1 and text[i - 1] == text[i + 1]
 # window, after_window, and the before / after / clause / sentence words of one allow-context.
 _Folded = tuple[int, int, _Words, _Words, _Words, _Words]
 
@@ -230,7 +236,9 @@ class LexicalRules:
             cs, ce = clause_bounds(text, start, end)
             sentence_bounds = None
             for window, after_window, before, after, clause, sentence in contexts:
-                if before is not None and before.search(text, max(cs, start - window), start):
+                if before is not None and any(
+                    not _a_not_a(text, m.start()) for m in before.finditer(text, max(cs, start - window), start)
+                ):
                     return True
                 if after is not None:
                     # A word that starts at most after_window characters after the match.
