@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .reminders import ConvState, ReminderEngine
+from .reminder_state import ConvState
+from .reminders import ReminderEngine
 
 __all__ = ["SCHEMA", "ClockStore", "restore_state", "row_of"]
 

@@ -24,7 +24,9 @@ from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
 from .errors import BadRequest
 from .events import ConversationEvent
-from .reminders import AuditNote, ConvState, ReminderEngine, TenantRules
+from .reminder_rules import TenantRules
+from .reminder_state import AuditNote, ConvState
+from .reminders import ReminderEngine
 
 __all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_ctx", "setup_console_routes", "tenant_rules_from"]
 

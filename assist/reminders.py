@@ -16,10 +16,10 @@ from typing import Any
 from .clock import Clock
 from .events import ConversationEvent
 from .reminder_rules import Cues, TenantRules, load_cues
-from .reminder_state import AuditNote, ConvState, iso
+from .reminder_state import ConvState, iso
 from .timers import Scheduler
 
-__all__ = ["AuditNote", "ConvState", "Cues", "ReminderEngine", "TenantRules", "load_cues"]
+__all__ = ["ReminderEngine"]
 
 # A timer that fires more than this after its time counts as late, besides any deadline that
 # passed while the service was down; a second is far above normal scheduler jitter (bench/clock.py).

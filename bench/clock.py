@@ -82,7 +82,7 @@ def schedule(n: int, window: float, seed: int, profile: str) -> list[tuple[float
 
 
 def _rules(profile: str):
-    from assist.reminders import TenantRules
+    from assist.reminder_rules import TenantRules
 
     return TenantRules(thresholds(profile), ZoneInfo("UTC"), TEMPLATES)
 

@@ -37,7 +37,6 @@ class Key:
 
     rule: int
     kind: str  # phrase | variant | pinyin | mixed pinyin
-    length: int
     plain: str = ""  # the key before homophone folding: a hit equal to it is exact
     phonetic: bool = False  # a same-sounding hit counts too
     at_start: bool = False
@@ -132,14 +131,14 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
                 if not key:
                     raise RuleConfigError(f"rule '{rule.id}': phrase {raw!r} is empty once normalised")
                 phonetic = kind == "phrase" and is_phonetic(rule, key)
-                keys.append((key, Key(ri, kind, len(key), key, phonetic, s, e)))
+                keys.append((key, Key(ri, kind, key, phonetic, s, e)))
                 if phonetic:
                     typed = typed_pinyin(key)
                     if typed:
-                        keys.append((typed, Key(ri, "pinyin", len(typed), typed)))
+                        keys.append((typed, Key(ri, "pinyin", typed)))
                     spelled = full_pinyin(key)
                     if spelled:
-                        mixed.setdefault(spelled, []).append(Key(ri, "mixed pinyin", len(spelled), spelled, False, s, e))
+                        mixed.setdefault(spelled, []).append(Key(ri, "mixed pinyin", spelled, False, s, e))
                         index.syllables.update(syllables(key))
                         index.syllables.update(filter(None, map(sound_of, key)))
                 # One changed character flips the meaning of a short Chinese phrase (指什么意思 is not

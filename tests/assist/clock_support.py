@@ -9,7 +9,9 @@ from phrases import library_from_data
 
 from assist.clock import ManualClock
 from assist.events import ConversationEvent
-from assist.reminders import AuditNote, ReminderEngine, TenantRules
+from assist.reminder_rules import TenantRules
+from assist.reminder_state import AuditNote
+from assist.reminders import ReminderEngine
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z = 08:00 in Asia/Shanghai, inside the reply-rate hours
 NIGHT = T0 + 16 * 3600  # 2026-01-02 00:00 in Asia/Shanghai, outside 08:00-23:00

@@ -267,7 +267,7 @@ async def test_once_only_suggestions_survive_close_and_reopen(night) -> None:
 async def test_default_library_supplies_thresholds_and_suggestion_texts() -> None:
     import phrases
 
-    from assist.reminders import TenantRules
+    from assist.reminder_rules import TenantRules
 
     lib = phrases.load_library()
     h = Harness(ManualClock(NIGHT), TenantRules.from_library(lib, "Asia/Shanghai"))
