@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 import opencc
 
 __all__ = ["BOUNDARIES", "HOLE", "Normalized", "fold", "fold_phrase", "normalize"]
@@ -82,7 +83,11 @@ def _fold_char(ch: str) -> str:
     if low in _AMBIGUOUS_T2S:
         return _AMBIGUOUS_T2S[low]
     simp = _T2S.convert(low)
-    return simp if len(simp) == 1 else low
+    out = simp if len(simp) == 1 else low
+    # The matching view holds only BMP characters, so per-character work on it can use 16-bit
+    # arrays (see _codes). What stays astral after folding (Extension B ideographs and the like)
+    # is not typed in service replies: it reads as a hole.
+    return HOLE if ord(out) > 0xFFFF else out
 
 
 _TABLE = _FoldTable()
@@ -111,8 +116,33 @@ def _changing() -> re.Pattern[str]:
 
 
 _CHANGING = _changing()
-# Digits are not collapsed: 400 and 40 are different numbers, not an evasion.
-_REPEAT = re.compile(r"([^0-9])\1+", re.S)
+
+
+def codes(text: str) -> np.ndarray:
+    """The code points of a matching-view string (BMP only, see _fold_char) as a uint16 array."""
+    return np.frombuffer(text.encode("utf-16-le"), np.uint16)
+
+
+def from_codes(a: np.ndarray) -> str:
+    return a.tobytes().decode("utf-16-le")
+
+
+def _runs(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each run of one character repeated (不知知道 → the 知知), for collapsing.
+
+    Digits are never collapsed: 400 and 40 are different numbers, not an evasion. One vector
+    comparison finds the repeats; drafts hold few, so the rest is cheap Python.
+    """
+    a = codes(text)
+    runs: list[tuple[int, int]] = []
+    for i in np.flatnonzero(a[1:] == a[:-1]).tolist():
+        if "0" <= text[i] <= "9":
+            continue
+        if runs and runs[-1][1] == i + 1:
+            runs[-1] = (runs[-1][0], i + 2)
+        else:
+            runs.append((i, i + 2))
+    return runs
 
 
 def _fold_match(m: re.Match[str]) -> str:
@@ -140,16 +170,20 @@ def _lone_seps(text: str) -> bool:
     return bool(_LONE_FIRST.match(text) or _LONE_INNER.search(text))
 
 
-def _first_group(m: re.Match[str]) -> str:
-    return m.group(1)
-
-
 def _squeeze(folded: str) -> str:
     if HOLE in folded:
         folded = folded.replace(HOLE, "")
     if _lone_seps(folded):
         folded = _LONE_SEP.sub("", folded)
-    return _REPEAT.sub(_first_group, folded)  # a function beats the template r"\1" by a third
+    runs = _runs(folded)
+    if not runs:
+        return folded
+    out, pos = [], 0
+    for start, end in runs:
+        out.append(folded[pos : start + 1])
+        pos = end
+    out.append(folded[pos:])
+    return "".join(out)
 
 
 @lru_cache(maxsize=65536)
@@ -183,8 +217,7 @@ class Normalized:
         starts: list[int] = []
         collapsed: list[tuple[int, int]] = []  # (position in starts, original end) of each repeat run
         pos = 0
-        for m in _REPEAT.finditer(unholed):
-            a, b = m.span()
+        for a, b in _runs(unholed):
             starts.extend(kept[pos : a + 1])
             # A collapsed repeat still belongs to the span: 不知知道 is reported whole.
             collapsed.append((len(starts) - 1, kept[b - 1] + 1))

@@ -17,7 +17,7 @@ from phrases.schema import Context as Allow, Rule, SharedContext
 
 from ..context import QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
 from ..model import Violation
-from ..normalize import BOUNDARIES, Normalized, fold_phrase
+from ..normalize import BOUNDARIES, Normalized, codes, fold_phrase, from_codes
 from ..phonetic import close_enough, pinyin_view
 from .lexical_index import Key, build_index
 
@@ -80,7 +80,7 @@ class LexicalRules:
         if ix.sounds is None or not ix.sounds.search(text):
             return text
         if len(ix.table) > 3000 and ix.dense is not None:
-            return text.translate(ix.dense)
+            return from_codes(ix.dense.take(codes(text)))
         table = ix.table
         return ix.sounds.sub(lambda m: table[ord(m.group())], text)
 

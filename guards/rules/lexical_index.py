@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import ahocorasick_rs
+import numpy as np
 
 from phrases.schema import Rule
 
@@ -57,7 +58,7 @@ class Index:
     mixed: Automaton | None
     table: dict[int, str]
     sounds: re.Pattern[str] | None
-    dense: list[str] | None
+    dense: np.ndarray | None  # the table as an array over the BMP, the matching view's range
     patterns: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
     fuzzy: list[tuple[int, str]] = field(default_factory=list)
     # Every syllable of the mixed keys: a Latin run that starts with none of them is not typed
@@ -171,9 +172,9 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
         # A small table is applied by a regex that visits only the same-sounding characters; a
         # large one (most common characters sound like some phrase's) by translating everything.
         index.sounds = re.compile(char_class(sorted(table)))
-        index.dense = [chr(i) for i in range(0x10000)]
-        for cp, rep in table.items():
-            index.dense[cp] = rep
+        dense = np.arange(0x10000, dtype=np.uint16)
+        dense[list(table)] = [ord(rep) for rep in table.values()]
+        index.dense = dense
     # Per key: direct hits, the patterns it wakes, the fuzzy phrases it hints at, and the
     # detectors it triggers. The automaton runs over the homophone-folded view but patterns
     # match the plain text, so a key's wakes are kept per plain word: a hit wakes a pattern only

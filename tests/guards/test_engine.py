@@ -245,6 +245,21 @@ def test_digits_are_not_collapsed():
     assert guards.normalize("1100元").text == "1100元"
 
 
+def test_repeats_collapse_and_map_back_whole():
+    n = guards.normalize("我不不不知知道, 谢谢!")
+    assert n.text == "我不知道,谢!"
+    assert n.span(0, 4) == (0, 7)  # 我不知道 covers every repeated character
+    assert n.span(4, 5) == (7, 8)
+
+
+def test_astral_characters_read_as_holes():
+    # The matching view is BMP only (the engine's per-character tables are 16-bit arrays):
+    # an emoji or a rare astral ideograph put between characters hides nothing.
+    n = guards.normalize("不😀知𠀀道")
+    assert n.text == "不知道"
+    assert n.span(0, 3) == (0, 5)
+
+
 def test_follow_up_in_hours_is_not_a_wait():
     assert guards.find_wait("您的投诉我已经受理,会在24小时内给您回复。") is None
 
