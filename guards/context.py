@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .model import Message
@@ -39,15 +40,24 @@ class Context:
         return tuple(reversed(out))
 
 
+def _stop_finders(stops: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    cls = "[" + re.escape("".join(sorted(stops))) + "]"
+    # The last stop before a position (searched with endpos), and the first one after it.
+    return re.compile(f"{cls}[^{cls[1:]}*\\Z"), re.compile(cls)
+
+
+_FINDERS = {stops: _stop_finders(stops) for stops in (BOUNDARIES, SENTENCE_ENDS)}
+
+
 def clause_bounds(text: str, start: int, end: int, *, stops: frozenset[str] = BOUNDARIES) -> tuple[int, int]:
     """The clause (or, with stops=SENTENCE_ENDS, the sentence) that holds text[start:end]."""
-    cs = start
-    while cs > 0 and text[cs - 1] not in stops:
-        cs -= 1
-    ce = end
-    while ce < len(text) and text[ce] not in stops:
-        ce += 1
-    return cs, ce
+    finders = _FINDERS.get(stops)
+    if finders is None:
+        finders = _FINDERS[stops] = _stop_finders(stops)
+    last, first = finders
+    m = last.search(text, 0, start)
+    n = first.search(text, end)
+    return (m.start() + 1 if m else 0), (n.start() if n else len(text))
 
 
 def inside_quotes(draft: Normalized, start: int, end: int) -> bool:

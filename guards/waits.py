@@ -111,11 +111,14 @@ def find_wait(text: str) -> WaitPromise | None:
     return find_wait_folded(fold(text))
 
 
-def find_wait_folded(folded: str) -> WaitPromise | None:
-    """find_wait on a text already folded (guards.normalize.fold), offsets unchanged."""
+def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise | None:
+    """find_wait on a text already folded (guards.normalize.fold), offsets unchanged.
+
+    `named` is names_time(folded) when the caller has it already.
+    """
     folded = folded.replace("\x00", " ")
     m = next((w for w in _WAIT.finditer(folded) if not _THANKS.search(folded, max(0, w.start() - 8), w.start())), None)
-    if not names_time(folded):
+    if not (names_time(folded) if named is None else named):
         return WaitPromise(m.start(), m.end(), None) if m else None
     if m and m.group("after"):
         return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))

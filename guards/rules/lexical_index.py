@@ -66,6 +66,14 @@ class Index:
     syllables: set[str] = field(default_factory=set)
 
 
+def _word_regex(word: str) -> str:
+    """A group word as a regex. A lone Latin letter (v for 微信, q for QQ) counts only where it
+    stands alone, not inside a Latin word (vip, iqoo)."""
+    if len(word) == 1 and "a" <= word <= "z":
+        return f"(?<![a-z]){word}(?![a-z])"
+    return re.escape(word)
+
+
 def _strip_anchors(phrase: str) -> tuple[str, bool, bool]:
     at_start = phrase.startswith("^")
     at_end = phrase.endswith("$") and len(phrase) > 1
@@ -152,7 +160,7 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
             if any(not g for g in groups):
                 raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
-            regex = re.compile(gap.join("(?:" + "|".join(map(re.escape, g)) + ")" for g in groups))
+            regex = re.compile(gap.join("(?:" + "|".join(map(_word_regex, g)) + ")" for g in groups))
             index.patterns.append((ri, regex))
             grouped.append((groups, pattern.max_gap))
 

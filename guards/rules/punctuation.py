@@ -38,14 +38,12 @@ _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
 _MARKS = re.compile(f"{_RUN.pattern}|{_STOPS.pattern}")
 
 
-def _suspect(folded: str, original: str) -> bool:
-    """Whether any of the patterns above can match: plain substring tests and two scans that
-    skip straight to ! ? 。 (the folded view has full-width ！？｡ already turned into !?。)."""
-    return (
-        "…" in original or "..." in original or "．．．" in original
-        or " " in original or "\u3000" in original or "\t" in original
-        or _MARKS.search(folded) is not None
-    )
+def _dotted(original: str) -> bool:
+    return "…" in original or "..." in original or "．．．" in original or "。。" in original or "｡｡" in original
+
+
+def _spaced(original: str) -> bool:
+    return " " in original or "\u3000" in original or "\t" in original
 
 
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
@@ -65,25 +63,29 @@ class Punctuation:
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         folded, original = draft.folded, draft.original
         out: list[Violation] = []
-        if not _suspect(folded, original):
+        # Substring tests and one scan that skips straight to ! ? 。 (the folded view has full-width
+        # ！？｡ already turned into !?。) say which of the scans below can find anything.
+        marks = _MARKS.search(folded) is not None
+        dotted, spaced = _dotted(original), _spaced(original)
+        if not (marks or dotted or spaced):
             body = original.rstrip()
             if len(body) >= self.min_length and not _ANY_PUNCT.search(original):
                 return [violation(self.rule, draft, len(body), len(body), "a long reply with no punctuation", replacement="。")]
             return out
-        for m in _RUN.finditer(folded):
+        for m in _RUN.finditer(folded) if marks else ():
             mark = "?" if "?" in m.group() else "!"
             # Keep the agent's width: a full-width run becomes one full-width mark.
             if original[m.start()] in "！？":
                 mark = {"?": "？", "!": "！"}[mark]
             out.append(violation(self.rule, draft, m.start(), m.end(), "repeated !/? reads as shouting", replacement=mark))
-        for m in _STOPS.finditer(folded):
+        for m in _STOPS.finditer(folded) if marks else ():
             if "\x00" in m.group():  # plain 。。 runs are handled on the original below
                 out.append(violation(self.rule, draft, m.start(), m.end(), "。。。 reads as speechless", replacement="。"))
-        for m in _SPEECHLESS.finditer(original):
+        for m in _SPEECHLESS.finditer(original) if dotted else ():
             # Leading dots are dropped; elsewhere one full stop takes their place.
             fix = "" if m.group("lead") else "。"
             out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement=fix))
-        for m in _SPACE_AS_PUNCT.finditer(original):
+        for m in _SPACE_AS_PUNCT.finditer(original) if spaced else ():
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
         body = original.rstrip()
         if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:

@@ -28,7 +28,7 @@ class WaitPromiseCap:
         # Only a wait of named length can exceed the cap.
         if WAIT_HINTS.search(draft.text) is None or not names_time(draft.folded):
             return []
-        wait = find_wait_folded(draft.folded)
+        wait = find_wait_folded(draft.folded, named=True)
         if wait is None or wait.seconds is None or wait.seconds <= self.max_s:
             return []
         return [

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 import guards
 import phrases
+from guards.context import SENTENCE_ENDS, clause_bounds
+from guards.normalize import BOUNDARIES
 
 
 @pytest.mark.parametrize(
@@ -258,6 +260,24 @@ def test_astral_characters_read_as_holes():
     n = guards.normalize("不😀知𠀀道")
     assert n.text == "不知道"
     assert n.span(0, 3) == (0, 5)
+
+
+def _clause_bounds_by_hand(text, start, end, stops):
+    cs, ce = start, end
+    while cs > 0 and text[cs - 1] not in stops:
+        cs -= 1
+    while ce < len(text) and text[ce] not in stops:
+        ce += 1
+    return cs, ce
+
+
+@given(st.text(alphabet="我不知道,。!?\n…a;:、 ", max_size=20), st.data())
+@settings(max_examples=300, deadline=None)
+def test_clause_bounds_walk_to_the_nearest_stops(text, data):
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    for stops in (BOUNDARIES, SENTENCE_ENDS):
+        assert clause_bounds(text, start, end, stops=stops) == _clause_bounds_by_hand(text, start, end, stops)
 
 
 def test_follow_up_in_hours_is_not_a_wait():

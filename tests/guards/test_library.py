@@ -49,3 +49,9 @@ def test_every_category_has_rules_and_blocking_rules_suggest():
 def test_templates_the_service_relies_on_exist():
     for tid in ("wait-thanks", "wait-apology", "thanks-reply", "closing", "wait-named"):
         assert LIB.template(tid).text
+
+
+def test_a_lone_latin_letter_is_a_word_only_on_its_own():
+    # "v" stands for 微信 where it stands alone; inside a Latin word it is part of that word.
+    assert "privacy_request" in GUARD.check("方便加个V❤吗?我拉您进群。").categories
+    assert GUARD.check("您可以加个VIP会员,享受包邮。").action == "pass"
