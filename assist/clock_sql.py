@@ -3,8 +3,9 @@
 One row per conversation holds its open/closed state, the once-only flags (不客气, closing), the
 due times it is counting toward, its armed timers as [fire_at, rule] pairs and the reminders still
 waiting for an answer. After a kill -9 the rows are read back, every timer is re-armed, and those
-whose time passed while the service was down fire at once, marked late. Own tables (clock_*), own
-connection, used from one worker thread so the event loop never blocks on SQLite.
+whose time passed while the service was down fire at once, marked late. Own tables (clock_*) and own
+connection, used from one worker thread so the event loop never blocks on SQLite; in the service
+its writes go through the state database's writer thread instead (one writer for the file).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from .reminder_state import ConvState
 from .reminders import ReminderEngine
+from .state_sql import StateDB, in_transaction
 
 __all__ = ["SCHEMA", "ClockStore", "restore_state", "row_of"]
 
@@ -79,11 +81,28 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState |
     return st
 
 
-class ClockStore:
-    """The clock's tables in state.db, behind one connection and one worker thread."""
+def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> int:
+    if rows:
+        conn.executemany(_UPSERT, rows)
+    return len(rows)
 
-    def __init__(self, path: Path | str) -> None:
+
+def _prune_closed(conn: sqlite3.Connection, before: float) -> int:
+    return int(conn.execute(
+        "DELETE FROM clock_conversations WHERE open = 0 AND pending IS NULL AND timers = '[]' AND updated_at < ?",
+        (before,),
+    ).rowcount)
+
+
+class ClockStore:
+    """The clock's tables in state.db: reads on its own worker thread, writes there or on `writer`'s."""
+
+    def __init__(self, path: Path | str, *, writer: StateDB | None = None) -> None:
+        """`writer`: the service's StateDB, whose one writer thread then also commits the clock's
+        rows, in its group commits. Two writer connections on one file contend for its lock; a send
+        waits for both its reply's commit and its conversation's new deadlines."""
         self.path = Path(path)
+        self._writer = writer
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clock-sql")
 
@@ -96,6 +115,11 @@ class ClockStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(SCHEMA)
+        # Writes wait for the state thread's connection by polling finely (begin_immediate), not
+        # with SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms: behind a state.db writer
+        # that commits hundreds of times a second those sleeps added up to 100 ms, and a send
+        # waits for the clock's commit of its new deadlines.
+        conn.execute("PRAGMA busy_timeout=0")
         self._conn = conn
 
     @property
@@ -109,18 +133,7 @@ class ClockStore:
         return self._conn
 
     def save_sync(self, rows: Iterable[Row]) -> int:
-        conn = self._c()
-        rows = list(rows)
-        if not rows:
-            return 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(_UPSERT, rows)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return len(rows)
+        return in_transaction(self._c(), _upsert, list(rows))
 
     def load_sync(self) -> list[Row]:
         cur = self._c().execute(
@@ -131,11 +144,7 @@ class ClockStore:
 
     def prune_closed_sync(self, before: float) -> int:
         """Delete the rows of conversations closed (nothing pending, no timer) before `before`."""
-        cur = self._c().execute(
-            "DELETE FROM clock_conversations WHERE open = 0 AND pending IS NULL AND timers = '[]' AND updated_at < ?",
-            (before,),
-        )
-        return cur.rowcount
+        return in_transaction(self._c(), _prune_closed, before)
 
     def close_sync(self) -> None:
         if self._conn is not None:
@@ -149,12 +158,16 @@ class ClockStore:
         await self._run(self.open_sync)
 
     async def save(self, rows: list[Row]) -> int:
+        if self._writer is not None:
+            return int(await self._writer.run(_upsert, rows))
         return int(await self._run(self.save_sync, rows))
 
     async def load(self) -> list[Row]:
         return list(await self._run(self.load_sync))
 
     async def prune_closed(self, before: float) -> int:
+        if self._writer is not None:
+            return int(await self._writer.run(_prune_closed, before))
         return int(await self._run(self.prune_closed_sync, before))
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import WSMsgType, web
 
-from .api_keys import CLOCK, EVENT_BUS, SETTINGS
+from .api_keys import CLOCK, EVENT_BUS, SETTINGS, STATE_DB
 from .audit import AUDIT_STORE
 from .auth import require_role
 from .clock import Clock, RealClock
@@ -264,7 +264,7 @@ async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
     clock = app_clock if hasattr(app_clock, "sleep_until") else RealClock()
     settings = app[SETTINGS]
     service = ClockService(clock=clock, rules_for=tenant_rules_from(settings),
-                           store=ClockStore(settings.state_db), audit=app.get(AUDIT_STORE),
+                           store=ClockStore(settings.state_db, writer=app[STATE_DB]), audit=app.get(AUDIT_STORE),
                            closed_retention_s=settings.clock_closed_retention_h * 3600)
     await service.start()
     app[CLOCK_SERVICE] = service

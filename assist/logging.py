@@ -6,16 +6,18 @@ request carries them. Logs carry ids, lengths and rule ids; draft text lives in 
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
 import sys
+import threading
 from typing import Any, Callable, Literal
 
 import structlog
 from structlog.processors import _json_fallback_handler
 
-__all__ = ["configure_logging", "get_logger", "redact"]
+__all__ = ["BufferedLineLogger", "configure_logging", "get_logger", "redact"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Keys whose values must never reach a log line, whatever a caller passes.
@@ -82,6 +84,39 @@ def _json_line() -> Callable[[Any, str, dict[str, Any]], str]:
     return render
 
 
+class BufferedLineLogger:
+    """Writes each JSON line to a binary stream without a flush per line; a daemon thread flushes
+    every `interval` seconds (and the buffer flushes itself when full), and so does exit.
+
+    A write and flush per line cost about a sixth of a checked draft's CPU. Log lines are
+    diagnostics, not the record: the audit store holds every decision durably, so a kill -9 losing
+    the last `interval` of log lines loses no evidence. Binary buffered streams are thread-safe.
+    """
+
+    def __init__(self, stream: Any, *, interval: float = 0.2) -> None:
+        self._stream = stream
+        self._write = stream.write
+        self._interval = interval
+        threading.Thread(target=self._flush_loop, name="log-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def msg(self, message: str) -> None:
+        self._write(message.encode("utf-8", "backslashreplace") + b"\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written
+            pass
+
+    def _flush_loop(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self._interval):
+            self.flush()
+
+
 def configure_logging(*, level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Set up the shared chain; JSON unless stdout is a TTY (or fmt says otherwise)."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
@@ -91,10 +126,16 @@ def configure_logging(*, level: str = "info", fmt: Literal["auto", "json", "cons
                        redact, structlog.processors.format_exc_info, structlog.dev.ConsoleRenderer()]
     else:
         processors.append(_json_line())
+    factory: Any = structlog.PrintLoggerFactory(file=sys.stdout)
+    binary = getattr(sys.stdout, "buffer", None)
+    if not use_console and binary is not None:
+        sys.stdout.flush()
+        lines = BufferedLineLogger(binary)
+        factory = lambda *_: lines  # noqa: E731
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 

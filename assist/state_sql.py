@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["SCHEMA", "StateDB", "begin_immediate", "prune"]
+__all__ = ["SCHEMA", "StateDB", "begin_immediate", "in_transaction", "prune"]
 
 T = TypeVar("T")
 
@@ -129,6 +129,18 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.002)
 
 
+def in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """fn(conn, *args) in one BEGIN IMMEDIATE ... COMMIT, rolled back if it raises."""
+    begin_immediate(conn)
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 def prune(conn: sqlite3.Connection, before: float) -> int:
     """Forget inbound delivery ids and idempotency keys recorded before `before`; return rows removed."""
     removed = conn.execute("DELETE FROM inbound_seen WHERE at < ?", (before,)).rowcount
@@ -166,15 +178,7 @@ class StateDB:
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) in one transaction on the calling thread (CLI, start-up)."""
         with self._lock:
-            conn = self._conn
-            begin_immediate(conn)
-            try:
-                result = fn(conn, *args)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return in_transaction(self._conn, fn, *args)
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read-only fn(conn, *args) now, on the calling thread (small indexed lookups only)."""

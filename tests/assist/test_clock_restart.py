@@ -17,6 +17,7 @@ from assist.clock import ManualClock
 from assist.clock_sql import ClockStore
 from assist.console import ClockService
 from assist.events import ConversationEvent
+from assist.state_sql import StateDB
 from clock_support import NIGHT, rules
 
 HERE = Path(__file__).parent
@@ -29,9 +30,10 @@ def audit(tmp_path: Path):
     store.close()
 
 
-def service(tmp_path: Path, clock: ManualClock, audit: AuditStore | None = None) -> ClockService:
-    return ClockService(clock=clock, rules_for=lambda t: rules(), store=ClockStore(tmp_path / "state.db"),
-                        audit=audit)
+def service(tmp_path: Path, clock: ManualClock, audit: AuditStore | None = None,
+            writer: StateDB | None = None) -> ClockService:
+    return ClockService(clock=clock, rules_for=lambda t: rules(),
+                        store=ClockStore(tmp_path / "state.db", writer=writer), audit=audit)
 
 
 def ev(clock: ManualClock, kind: str, cid: str, text: str | None = None, agent: str = "a1") -> ConversationEvent:
@@ -53,10 +55,15 @@ def audited(store: AuditStore, kind: str) -> list[tuple[str | None, str | None, 
     return sorted((r.conversation_id, r.action, r.details["late"]) for r in page.records)
 
 
-async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(tmp_path: Path, audit) -> None:
+@pytest.mark.parametrize("through_state_writer", [False, True], ids=["own-connection", "state-writer"])
+async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(
+    tmp_path: Path, audit, through_state_writer: bool
+) -> None:
+    """Alone the store writes on its own connection; in the service, through the StateDB writer."""
     store = audit
     clock = ManualClock(NIGHT)
-    svc = service(tmp_path, clock, store)
+    writers = [StateDB(tmp_path / "state.db") for _ in range(2)] if through_state_writer else [None, None]
+    svc = service(tmp_path, clock, store, writers[0])
     await svc.start()
     await svc.handle(ev(clock, "customer_message", "c1", "请问发货了吗"))
     await svc.handle(ev(clock, "agent_message", "c2", "请您稍等2分钟"))
@@ -69,7 +76,7 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(t
     await crash(svc)
 
     clock.set(NIGHT + 200)  # the service was down for two and a half minutes
-    svc2 = service(tmp_path, clock, store)
+    svc2 = service(tmp_path, clock, store, writers[1])
     await svc2.start()
     await clock.settle()
     pending = {(p["conversation_id"], p["rule"]): p for p in svc2.engine.pending_for("t1", "a1")}
@@ -87,6 +94,9 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(t
     assert audited(store, "reminder") == [
         ("c1", "response.overdue", True), ("c1", "response.pre_warn", False), ("c2", "wait.overdue", True),
         ("c2", "wait.pre_warn", True), ("c3", "thanks.reply", False)]
+    for writer in writers:
+        if writer is not None:
+            writer.close()
 
 
 CHILD = r"""
@@ -96,6 +106,7 @@ from assist.clock import ManualClock
 from assist.clock_sql import ClockStore
 from assist.console import ClockService
 from assist.events import ConversationEvent
+from assist.state_sql import StateDB
 from clock_support import rules
 
 async def main():

@@ -32,11 +32,11 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-async def _start(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+async def _start(env: dict[str, str], stdout: Any = asyncio.subprocess.DEVNULL) -> tuple[asyncio.subprocess.Process, str]:
     """Start `python -m assist serve --port 0` and read its URL from the start-up banner."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "assist", "serve", "--port", "0", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=stdout, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     seen = []
     while True:
@@ -81,6 +81,38 @@ async def test_serve_subprocess_answers_and_prints_how_to_start(tmp_path: Path) 
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     stored = (tmp_path / "data" / "state.db").read_bytes()
     assert tok.encode() not in stored  # only the hash is kept
+
+
+async def test_serve_logs_a_json_line_per_request_soon_and_all_of_them_at_exit(tmp_path: Path) -> None:
+    """Log lines are buffered, not flushed one by one: they reach stdout within the flush
+    interval while the service runs, and every one of them by the time it exits."""
+    env = _env(tmp_path)
+    log_path = tmp_path / "stdout.log"
+    with log_path.open("wb") as out:
+        proc, url = await _start(env, stdout=out)
+        try:
+            tok = _token(env, "--role", "agent", "--agent", "1001")
+            async with aiohttp.ClientSession() as s:
+                await wait_healthy(s, url)
+                h = {"Authorization": f"Bearer {tok}", "X-Request-ID": "first"}
+                async with s.post(url + "/v1/check", json={"text": "您好"}, headers=h) as r:
+                    assert r.status == 200
+                for _ in range(50):
+                    if b'"first"' in log_path.read_bytes():
+                        break
+                    await asyncio.sleep(0.05)
+                assert b'"first"' in log_path.read_bytes()  # flushed while still running
+                for i in range(20):
+                    async with s.post(url + "/v1/check", json={"text": "您好"},
+                                      headers={**h, "X-Request-ID": f"r{i}"}) as r:
+                        assert r.status == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+    lines = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()]
+    ids = [x.get("request_id") for x in lines if x.get("event") == "draft.checked"]
+    assert ids == ["first", *[f"r{i}" for i in range(20)]]
+    assert tok not in log_path.read_text(encoding="utf-8")
 
 
 def test_token_create_refuses_unknown_tenant_and_agent_without_id(tmp_path: Path) -> None:
