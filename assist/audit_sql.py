@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .state_sql import begin_immediate
+
 __all__ = ["COLUMNS", "FTS_BATCH", "FTS_DRIVE_MAX", "SqliteAuditBackend"]
 
 # Up to this many full-text candidates, a query is driven by their rowids (see _candidates).
@@ -137,6 +139,10 @@ class SqliteAuditBackend:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._w = connect(self.path)
         self._w.executescript(_SCHEMA)
+        # Another writer (the clock's audit process, see audit_process.py) may hold the lock: wait
+        # by polling finely (begin_immediate), not with SQLite's busy handler, which sleeps 1, 2,
+        # 5, 10 ... ms and so would put whole milliseconds on a send waiting for its audit commit.
+        self._w.execute("PRAGMA busy_timeout=0")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -145,7 +151,7 @@ class SqliteAuditBackend:
 
     def begin(self) -> None:
         # IMMEDIATE takes the write lock now, so the chain heads read next cannot go stale.
-        self._w.execute("BEGIN IMMEDIATE")
+        begin_immediate(self._w)
 
     def commit(self) -> None:
         self._w.execute("COMMIT")

@@ -19,23 +19,20 @@ from aiohttp import WSMsgType, web
 
 from .api_keys import CLOCK, EVENT_BUS, SETTINGS, STATE_DB
 from .audit import AUDIT_STORE
+from .audit_process import AuditProcess, write_notes
 from .auth import require_role
 from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
 from .errors import BadRequest
 from .events import ConversationEvent
 from .reminder_rules import TenantRules
-from .reminder_state import AuditNote, ConvState
+from .reminder_state import ConvState
 from .reminders import ReminderEngine
 
 __all__ = ["CLOCK_SERVICE", "ClockService", "ConsoleHub", "clock_ctx", "setup_console_routes", "tenant_rules_from"]
 
 log = structlog.get_logger(__name__)
 
-# Records per audit transaction. Small enough that a chunk's AuditEvents die before the garbage
-# collector promotes them (big chunks promoted thousands of objects each, and every 25% growth of
-# the old generation costs a full collection: a pause for every reminder due at that moment).
-_AUDIT_CHUNK = 200
 # How often closed conversations past their retention are forgotten.
 _PRUNE_EVERY_S = 3600.0
 # Conversations encoded between two yields to the event loop while saving (about 10 µs each), so a
@@ -94,7 +91,7 @@ class ClockService:
     """The conversation clock as a running part of the service."""
 
     def __init__(self, *, clock: Clock, rules_for: Callable[[str], TenantRules], store: ClockStore | None,
-                 audit: AuditSink | None = None, find_wait: Callable[[str], Any] | None = None,
+                 audit: AuditSink | AuditProcess | None = None, find_wait: Callable[[str], Any] | None = None,
                  hub: ConsoleHub | None = None, closed_retention_s: float = 72 * 3600) -> None:
         self.clock = clock
         self.closed_retention_s = closed_retention_s
@@ -109,9 +106,10 @@ class ClockService:
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        # Reminders come in bursts of thousands: batched transactions on a worker thread cost far
-        # less than an awaited AuditWriter.append (task + future) per record. The thread is the
-        # state store's own: one worker contending for the GIL with the event loop, not two.
+        # Reminders come in bursts of thousands: batched transactions cost far less than an awaited
+        # AuditWriter.append (task + future) per record. An AuditProcess writes them in a child
+        # process (the service does: see audit_process.py); an AuditStore, on the state store's
+        # worker thread, which then contends with the event loop for the GIL.
         self._own_pool = store is None
         self._audit_pool = store.executor if store is not None else ThreadPoolExecutor(1, "clock-audit")
         self._closing = False
@@ -127,6 +125,8 @@ class ClockService:
                 restore_state(self.engine, row)
             self.engine.restored_at = self.clock.now()
             log.info("clock.restored", conversations=len(rows), timers=len(self.engine.scheduler))
+        if isinstance(self.audit, AuditProcess):
+            await self.audit.start()
         self._closing = False
         self._flusher = asyncio.create_task(self._flush_loop(), name="clock-flush")
         await self.engine.scheduler.start()
@@ -140,6 +140,8 @@ class ClockService:
             await self._flusher  # not cancelled: a cancelled write would lose its batch
             self._flusher = None
         await self.flush()
+        if isinstance(self.audit, AuditProcess):
+            await self.audit.close()
         if self.store is not None:
             await self.store.close()
         if self._own_pool:
@@ -217,27 +219,13 @@ class ClockService:
     async def _audit(self, records: list[tuple[Any, ...]]) -> None:
         if not records or self.audit is None:
             return
-        failed = await asyncio.get_running_loop().run_in_executor(self._audit_pool, self._write_audit, records)
+        if isinstance(self.audit, AuditProcess):
+            failed = await self.audit.write(records)
+        else:
+            failed = await asyncio.get_running_loop().run_in_executor(self._audit_pool, write_notes, self.audit, records)
         if failed:
             self.engine.audit_outbox[:0] = failed
             raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
-
-    def _write_audit(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Worker thread: records in transactions of _AUDIT_CHUNK; returns those not written."""
-        from .audit import AuditEvent
-
-        assert self.audit is not None
-        for i in range(0, len(records), _AUDIT_CHUNK):
-            chunk = [AuditNote._make(r) for r in records[i:i + _AUDIT_CHUNK]]
-            try:
-                self.audit.append_many([AuditEvent(tenant=r.tenant, kind=r.kind, actor=r.actor,
-                                                   conversation_id=r.conversation_id, action=r.action,
-                                                   details=r.details(), at=r.at) for r in chunk])
-            except Exception:
-                log.exception("clock.audit_failed", records=len(records) - i)
-                return records[i:]
-        return []
-
 
 CLOCK_SERVICE = web.AppKey("clock_service", ClockService)
 
@@ -263,8 +251,10 @@ async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
     # The app's clock may be a plain now()-only clock; the scheduler then waits on the real one.
     clock = app_clock if hasattr(app_clock, "sleep_until") else RealClock()
     settings = app[SETTINGS]
+    store = app.get(AUDIT_STORE)
     service = ClockService(clock=clock, rules_for=tenant_rules_from(settings),
-                           store=ClockStore(settings.state_db, writer=app[STATE_DB]), audit=app.get(AUDIT_STORE),
+                           store=ClockStore(settings.state_db, writer=app[STATE_DB]),
+                           audit=AuditProcess.for_store(store) if store is not None else None,
                            closed_retention_s=settings.clock_closed_retention_h * 3600)
     await service.start()
     app[CLOCK_SERVICE] = service

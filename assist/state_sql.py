@@ -103,7 +103,8 @@ _BUSY_TIMEOUT_S = 5.0
 
 
 def begin_immediate(conn: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, retried every 0.1-2 ms for up to _BUSY_TIMEOUT_S while another connection writes.
+    """BEGIN IMMEDIATE, retried every 0.1-2 ms for up to _BUSY_TIMEOUT_S while another connection writes
+    (state.db's clock store, audit.db's clock audit process).
 
     SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a lock held for 0.3 ms
     cost a waiting send 1-8 ms (the tail of send latency); polling finely waits about as long as

@@ -1,8 +1,9 @@
 """Conversation clock at 100,000 open conversations: memory per conversation and reminder lateness.
 
-Runs the real ClockService (one scheduler task, RealClock, state.db persistence in a temp dir,
-optionally the real audit store) against a bare heap-and-sleep loop that fires the same
-deadlines, each in a fresh child process so RSS and tracemalloc numbers do not mix.
+Runs the real ClockService as the service runs it (one scheduler task, RealClock; its rows
+committed by state.db's writer thread, its audit records written by a child process to the real
+audit store, unless --no-audit) against a bare heap-and-sleep loop that fires the same deadlines,
+each in a fresh child process so RSS and tracemalloc numbers do not mix.
 
 All 100,000 conversations are opened first; then each gets a customer question at a random
 moment of a 60 s window, 60% get an agent reply some time later (some before the pre-warning,
@@ -87,7 +88,7 @@ def _rules(profile: str):
     return TenantRules(thresholds(profile), ZoneInfo("UTC"), TEMPLATES)
 
 
-def _service(tmp: Path, *, audit: object | None, profile: str):
+def _service(tmp: Path, *, audit: object | None, profile: str, writer: object):
     from guards.waits import find_wait
 
     from assist.clock import RealClock
@@ -95,19 +96,25 @@ def _service(tmp: Path, *, audit: object | None, profile: str):
     from assist.console import ClockService
 
     rules = _rules(profile)
-    return ClockService(clock=RealClock(), rules_for=lambda t: rules, store=ClockStore(tmp / "state.db"),
+    return ClockService(clock=RealClock(), rules_for=lambda t: rules,
+                        store=ClockStore(tmp / "state.db", writer=writer),  # type: ignore[arg-type]
                         audit=audit, find_wait=find_wait)
 
 
 async def run_engine(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     from assist.events import ConversationEvent
 
-    store = None
+    audit = None
     if args.audit:
-        from assist.audit import AuditStore
+        from assist.audit_process import AuditProcess
 
-        store = AuditStore(tmp / "audit.db", hmac_key=b"bench")
-    svc = _service(tmp, audit=store, profile=args.profile)
+        # As the service does (assist/console.py clock_ctx): a child process writes the records.
+        audit = AuditProcess(tmp / "audit.db", hmac_key=b"bench")
+    from assist.state_sql import StateDB
+
+    # As the service does: state.db's one writer thread commits the clock's rows.
+    state = StateDB(tmp / "state.db")
+    svc = _service(tmp, audit=audit, profile=args.profile, writer=state)
     lateness, armed = array("d"), []
     fire = svc.engine._fire
     clock = svc.clock
@@ -148,9 +155,8 @@ async def run_engine(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     while len(svc.engine.scheduler):
         await asyncio.sleep(0.05)
     await svc.commit()
-    await svc.stop()
-    if store is not None:
-        store.close()
+    await svc.stop()  # closes the audit process too
+    state.close()
     fired_at = [(a - start) for a in armed]
     (tmp / "deadlines.json").write_text(json.dumps(fired_at))
     return {"lateness": list(lateness), "rss_delta": rss_open - rss0, "peak_timers": peak_open,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from assist.audit import AuditStore
+from assist.audit_process import AuditProcess
 from assist.audit_query import AuditQuery
 from assist.clock import ManualClock
 from assist.clock_sql import ClockStore
@@ -31,9 +32,10 @@ def audit(tmp_path: Path):
 
 
 def service(tmp_path: Path, clock: ManualClock, audit: AuditStore | None = None,
-            writer: StateDB | None = None) -> ClockService:
+            writer: StateDB | None = None, audit_process: bool = False) -> ClockService:
+    sink = AuditProcess.for_store(audit) if audit is not None and audit_process else audit
     return ClockService(clock=clock, rules_for=lambda t: rules(),
-                        store=ClockStore(tmp_path / "state.db", writer=writer), audit=audit)
+                        store=ClockStore(tmp_path / "state.db", writer=writer), audit=sink)
 
 
 def ev(clock: ManualClock, kind: str, cid: str, text: str | None = None, agent: str = "a1") -> ConversationEvent:
@@ -48,6 +50,8 @@ async def crash(svc: ClockService) -> None:
     await asyncio.gather(svc._flusher, return_exceptions=True)
     assert svc.store is not None
     await svc.store.close()
+    if isinstance(svc.audit, AuditProcess):
+        await svc.audit.close()
 
 
 def audited(store: AuditStore, kind: str) -> list[tuple[str | None, str | None, bool]]:
@@ -55,15 +59,17 @@ def audited(store: AuditStore, kind: str) -> list[tuple[str | None, str | None, 
     return sorted((r.conversation_id, r.action, r.details["late"]) for r in page.records)
 
 
-@pytest.mark.parametrize("through_state_writer", [False, True], ids=["own-connection", "state-writer"])
+@pytest.mark.parametrize(("through_state_writer", "audit_process"), [(False, False), (True, True)],
+                         ids=["own-connection+audit-thread", "state-writer+audit-process"])
 async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(
-    tmp_path: Path, audit, through_state_writer: bool
+    tmp_path: Path, audit, through_state_writer: bool, audit_process: bool
 ) -> None:
-    """Alone the store writes on its own connection; in the service, through the StateDB writer."""
+    """Alone the store writes on its own connection and audits on its thread; in the service, the
+    StateDB writer commits its rows and a child process its audit records."""
     store = audit
     clock = ManualClock(NIGHT)
     writers = [StateDB(tmp_path / "state.db") for _ in range(2)] if through_state_writer else [None, None]
-    svc = service(tmp_path, clock, store, writers[0])
+    svc = service(tmp_path, clock, store, writers[0], audit_process)
     await svc.start()
     await svc.handle(ev(clock, "customer_message", "c1", "请问发货了吗"))
     await svc.handle(ev(clock, "agent_message", "c2", "请您稍等2分钟"))
@@ -76,7 +82,7 @@ async def test_reopened_database_restores_deadlines_and_fires_missed_ones_late(
     await crash(svc)
 
     clock.set(NIGHT + 200)  # the service was down for two and a half minutes
-    svc2 = service(tmp_path, clock, store, writers[1])
+    svc2 = service(tmp_path, clock, store, writers[1], audit_process)
     await svc2.start()
     await clock.settle()
     pending = {(p["conversation_id"], p["rule"]): p for p in svc2.engine.pending_for("t1", "a1")}
