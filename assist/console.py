@@ -105,7 +105,10 @@ class ClockService:
         self._kicked = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._auditor: asyncio.Task[None] | None = None
+        self._audit_kicked = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._audit_lock = asyncio.Lock()
         # Reminders come in bursts of thousands: batched transactions cost far less than an awaited
         # AuditWriter.append (task + future) per record. An AuditProcess writes them in a child
         # process (the service does: see audit_process.py); an AuditStore, on the state store's
@@ -129,6 +132,7 @@ class ClockService:
             await self.audit.start()
         self._closing = False
         self._flusher = asyncio.create_task(self._flush_loop(), name="clock-flush")
+        self._auditor = asyncio.create_task(self._audit_loop(), name="clock-audit")
         await self.engine.scheduler.start()
 
     async def stop(self) -> None:
@@ -136,10 +140,12 @@ class ClockService:
         await self.engine.scheduler.stop()
         self._closing = True
         self._kick()
-        if self._flusher is not None:
-            await self._flusher  # not cancelled: a cancelled write would lose its batch
-            self._flusher = None
+        for task in (self._flusher, self._auditor):
+            if task is not None:
+                await task  # not cancelled: a cancelled write would lose its batch
+        self._flusher = self._auditor = None
         await self.flush()
+        await self.write_audit()
         if isinstance(self.audit, AuditProcess):
             await self.audit.close()
         if self.store is not None:
@@ -148,19 +154,42 @@ class ClockService:
             self._audit_pool.shutdown(wait=True)
 
     async def handle(self, event: ConversationEvent) -> None:
-        """EventBus subscriber: apply the event, return once its new deadlines are stored."""
-        self.engine.apply(event)
-        await self.commit()
+        """EventBus subscriber: apply the event, return once its new deadlines are stored.
 
-    async def commit(self) -> None:
-        """Wait until everything changed so far is written (group commit with other callers)."""
+        Not once queued reminder records are audited too: those are written by their own task,
+        so a reply waits for one state.db commit, not for a burst of other conversations' records.
+        """
+        self.engine.apply(event)
+        await self.commit(audit=False)
+
+    async def commit(self, *, audit: bool = True) -> None:
+        """Wait until every change so far is stored (group commit with other callers), and with
+        `audit`, every audit record queued so far is written too."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._kick()
         await fut
+        if audit:
+            await self.write_audit()
 
     def _kick(self) -> None:
         self._kicked.set()
+        self._audit_kicked.set()
+
+    async def _audit_loop(self) -> None:
+        while not self._closing:
+            await self._audit_kicked.wait()
+            self._audit_kicked.clear()
+            try:
+                await self.write_audit()
+            except Exception:  # queued again; the next kick retries
+                log.exception("clock.audit_failed")
+
+    async def write_audit(self) -> None:
+        """Write the audit records queued so far; those that fail are queued again (and raised)."""
+        async with self._audit_lock:
+            records, self.engine.audit_outbox = self.engine.audit_outbox, []
+            await self._audit(records)
 
     async def _flush_loop(self) -> None:
         while not self._closing:
@@ -185,16 +214,17 @@ class ClockService:
         return removed
 
     async def flush(self) -> None:
-        """Write changed conversations and queued audit records now; failures are re-queued."""
+        """Write changed conversations now; failures are re-queued."""
         async with self._lock:
             engine, waiters = self.engine, self._waiters
             self._waiters = []
             states = list(engine.dirty.values())  # packed ConvStates
             engine.dirty.clear()
-            records, engine.audit_outbox = engine.audit_outbox, []
-            # state.db and the audit file are written at the same time, each on its own thread.
-            results = await asyncio.gather(self._save(states), self._audit(records), return_exceptions=True)
-            err = next((r for r in results if isinstance(r, BaseException)), None)
+            err: BaseException | None = None
+            try:
+                await self._save(states)
+            except Exception as exc:
+                err = exc
             for f in waiters:
                 if not f.done():
                     f.set_exception(err) if err is not None else f.set_result(None)
@@ -219,13 +249,18 @@ class ClockService:
     async def _audit(self, records: list[tuple[Any, ...]]) -> None:
         if not records or self.audit is None:
             return
-        if isinstance(self.audit, AuditProcess):
-            failed = await self.audit.write(records)
-        else:
-            failed = await asyncio.get_running_loop().run_in_executor(self._audit_pool, write_notes, self.audit, records)
+        try:
+            if isinstance(self.audit, AuditProcess):
+                failed = await self.audit.write(records)
+            else:
+                failed = await asyncio.get_running_loop().run_in_executor(
+                    self._audit_pool, write_notes, self.audit, records)
+        except Exception:
+            failed = records
         if failed:
             self.engine.audit_outbox[:0] = failed
             raise RuntimeError(f"{len(failed)} audit record(s) not written; queued again")
+
 
 CLOCK_SERVICE = web.AppKey("clock_service", ClockService)
 

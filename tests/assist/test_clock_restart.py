@@ -45,9 +45,10 @@ def ev(clock: ManualClock, kind: str, cid: str, text: str | None = None, agent: 
 async def crash(svc: ClockService) -> None:
     """Stop without the orderly final flush: what is in state.db is what was committed."""
     await svc.engine.scheduler.stop()
-    assert svc._flusher is not None
-    svc._flusher.cancel()  # a real crash may hit mid-write; only committed rows count
-    await asyncio.gather(svc._flusher, return_exceptions=True)
+    assert svc._flusher is not None and svc._auditor is not None
+    for task in (svc._flusher, svc._auditor):
+        task.cancel()  # a real crash may hit mid-write; only committed rows count
+    await asyncio.gather(svc._flusher, svc._auditor, return_exceptions=True)
     assert svc.store is not None
     await svc.store.close()
     if isinstance(svc.audit, AuditProcess):
