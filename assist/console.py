@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -131,8 +131,10 @@ class ClockService:
         if isinstance(self.audit, AuditProcess):
             await self.audit.start()
         self._closing = False
-        self._flusher = asyncio.create_task(self._flush_loop(), name="clock-flush")
-        self._auditor = asyncio.create_task(self._audit_loop(), name="clock-audit")
+        self._flusher = asyncio.create_task(self._run_on_kick(self._kicked, self._flush_and_prune, "clock.flush_failed"),
+                                            name="clock-flush")
+        self._auditor = asyncio.create_task(self._run_on_kick(self._audit_kicked, self.write_audit, "clock.audit_failed"),
+                                            name="clock-audit")
         await self.engine.scheduler.start()
 
     async def stop(self) -> None:
@@ -176,14 +178,16 @@ class ClockService:
         self._kicked.set()
         self._audit_kicked.set()
 
-    async def _audit_loop(self) -> None:
+    async def _run_on_kick(self, kicked: asyncio.Event, step: Callable[[], Awaitable[None]], failed: str) -> None:
+        """The flush and audit tasks: run `step` after each kick until stopping. What a step fails
+        to write is queued again, so the clock keeps running and the next kick retries it."""
         while not self._closing:
-            await self._audit_kicked.wait()
-            self._audit_kicked.clear()
+            await kicked.wait()
+            kicked.clear()
             try:
-                await self.write_audit()
-            except Exception:  # queued again; the next kick retries
-                log.exception("clock.audit_failed")
+                await step()
+            except Exception:
+                log.exception(failed)
 
     async def write_audit(self) -> None:
         """Write the audit records queued so far; those that fail are queued again (and raised)."""
@@ -191,16 +195,10 @@ class ClockService:
             records, self.engine.audit_outbox = self.engine.audit_outbox, []
             await self._audit(records)
 
-    async def _flush_loop(self) -> None:
-        while not self._closing:
-            await self._kicked.wait()
-            self._kicked.clear()
-            try:
-                await self.flush()
-                if self.clock.now() - self._pruned_at >= _PRUNE_EVERY_S:
-                    await self.prune_closed()
-            except Exception:  # keep the clock running; what failed is queued again for the next try
-                log.exception("clock.flush_failed")
+    async def _flush_and_prune(self) -> None:
+        await self.flush()
+        if self.clock.now() - self._pruned_at >= _PRUNE_EVERY_S:
+            await self.prune_closed()
 
     async def prune_closed(self) -> int:
         """Forget conversations closed longer ago than the retention, in memory and in state.db."""
