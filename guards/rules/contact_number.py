@@ -30,6 +30,9 @@ _IM_ID = re.compile(
 _MOBILE_HINT = re.compile(r"1[3-9][0-9]{9}")
 _IM = ("qq", "微信", "vx", "wx", "weixin", "v信", "威信", "薇信", "扣扣", "企鹅")
 _IM_WORDS = re.compile("|".join(_IM))
+# The first characters of _IM: one class the regex engine skips along, where it tries the
+# alternation at every position. The folded view is lower case, so this covers both views.
+_IM_FIRST = re.compile("[" + "".join(sorted({w[0] for w in _IM})) + "]")
 
 
 # A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
@@ -54,7 +57,8 @@ class ContactNumber:
         # Cheap scans of the matching view (separators already gone: 138-1234-5678 reads as one
         # number) decide which of the two slower regexes can find anything.
         # (and the folded view too: the matching view collapses QQ to q).
-        im = _IM_WORDS.search(draft.text) is not None or _IM_WORDS.search(draft.folded) is not None
+        im = _IM_FIRST.search(draft.folded) is not None and (
+            _IM_WORDS.search(draft.text) is not None or _IM_WORDS.search(draft.folded) is not None)
         mobile = _MOBILE_HINT.search(draft.text) is not None
         if not im and not mobile:
             return []

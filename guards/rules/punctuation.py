@@ -36,6 +36,9 @@ _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
 
 
 _MARKS = re.compile(f"{_RUN.pattern}|{_STOPS.pattern}")
+# Two marks in a row, hidden characters allowed between: what _RUN or _STOPS need (and more).
+# A leading character class lets the regex engine skip to candidates; _MARKS cannot.
+_MARK_PAIR = re.compile("[!?。]\x00*[!?。]")
 
 
 def _dotted(original: str) -> bool:
@@ -65,7 +68,7 @@ class Punctuation:
         out: list[Violation] = []
         # Substring tests and one scan that skips straight to ! ? 。 (the folded view has full-width
         # ！？｡ already turned into !?。) say which of the scans below can find anything.
-        marks = _MARKS.search(folded) is not None
+        marks = _MARK_PAIR.search(folded) is not None and _MARKS.search(folded) is not None
         dotted, spaced = _dotted(original), _spaced(original)
         if not (marks or dotted or spaced):
             body = original.rstrip()
