@@ -86,7 +86,8 @@ def _as_assist_error(exc: web.HTTPException, request: web.Request) -> AssistErro
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """The one place errors become JSON: request id, canonical log line, metrics, refusal audit."""
+    """The one middleware: request id, authentication, errors as JSON, the canonical log line,
+    metrics, the refusal audit."""
     request_id = request.headers.get("X-Request-ID", "")[:64] or f"{_ID_PREFIX}-{next(_ids):x}"
     structlog.contextvars.clear_contextvars()
     cid = request.match_info.get("conversation_id")
@@ -97,6 +98,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     started = time.perf_counter()
     error: AssistError | None = None
     try:
+        await _authenticate(request)
         response = await handler(request)
     except AssistError as exc:
         error = exc
@@ -139,16 +141,18 @@ async def _audit_refusal(request: web.Request, error: AssistError, request_id: s
         log.exception("refusal.audit_failed", code=error.code)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every route but /healthz needs a bearer token; unmatched routes fall through to a 404."""
+async def _authenticate(request: web.Request) -> None:
+    """Every route but /healthz needs a bearer token; unmatched routes fall through to a 404.
+
+    Part of the one middleware, not a second one: each middleware layer is another coroutine and
+    another wrapper call on every request.
+    """
     if request.path in _PUBLIC or request.match_info.http_exception is not None:
-        return await handler(request)
+        return
     token = token_from_request(request, allow_query=request.path.startswith(_QUERY_TOKEN_PREFIXES))
     principal = await request.app[TOKENS].principal(token)
     request[PRINCIPAL] = principal
     structlog.contextvars.bind_contextvars(role=principal.role, agent_id=principal.agent_id)
-    return await handler(request)
 
 
 async def _housekeeping(app: web.Application) -> None:
@@ -256,7 +260,7 @@ async def _freeze_startup_objects(app: web.Application) -> None:
 def create_app(settings: Settings, *, clock: Any | None = None) -> web.Application:
     """Build the service for `settings`; `clock` (anything with now()) is injectable for tests."""
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[error_middleware, auth_middleware])
+                          middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock if clock is not None else _WallClock()
     app[EVENT_BUS] = EventBus()
