@@ -20,7 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import structlog
 from .audit import AuditEvent, AuditStore
 from .reminder_state import AuditNote
 
-__all__ = ["AuditProcess", "write_notes"]
+__all__ = ["AuditProcess", "AuditThread", "write_notes"]
 
 log = structlog.get_logger(__name__)
 
@@ -121,3 +121,27 @@ class AuditProcess:
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)
+
+
+class AuditThread:
+    """The same interface as AuditProcess, writing with `store` on a worker thread of this process.
+
+    For tools and tests that hand the clock an AuditStore; the service uses AuditProcess, since
+    this thread's Python work competes with the scheduler for the GIL. `executor` is shut down by
+    close() only when this object made it.
+    """
+
+    def __init__(self, store: AuditStore, executor: ThreadPoolExecutor | None = None) -> None:
+        self._store = store
+        self._own = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, "clock-audit")
+
+    async def start(self) -> None:
+        return None
+
+    async def write(self, notes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, write_notes, self._store, notes)
+
+    async def close(self) -> None:
+        if self._own:
+            self._executor.shutdown(wait=True)

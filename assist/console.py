@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -19,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from .api_keys import CLOCK, EVENT_BUS, SETTINGS, STATE_DB
 from .audit import AUDIT_STORE
-from .audit_process import AuditProcess, write_notes
+from .audit_process import AuditProcess, AuditThread
 from .auth import require_role
 from .clock import Clock, RealClock
 from .clock_sql import ClockStore, restore_state, row_of
@@ -113,8 +112,9 @@ class ClockService:
         # AuditWriter.append (task + future) per record. An AuditProcess writes them in a child
         # process (the service does: see audit_process.py); an AuditStore, on the state store's
         # worker thread, which then contends with the event loop for the GIL.
-        self._own_pool = store is None
-        self._audit_pool = store.executor if store is not None else ThreadPoolExecutor(1, "clock-audit")
+        self._audit_writer: AuditProcess | AuditThread | None = (
+            audit if audit is None or isinstance(audit, AuditProcess)
+            else AuditThread(audit, store.executor if store is not None else None))  # type: ignore[arg-type]
         self._closing = False
 
     async def start(self) -> None:
@@ -128,8 +128,8 @@ class ClockService:
                 restore_state(self.engine, row)
             self.engine.restored_at = self.clock.now()
             log.info("clock.restored", conversations=len(rows), timers=len(self.engine.scheduler))
-        if isinstance(self.audit, AuditProcess):
-            await self.audit.start()
+        if self._audit_writer is not None:
+            await self._audit_writer.start()
         self._closing = False
         self._flusher = asyncio.create_task(self._run_on_kick(self._kicked, self._flush_and_prune, "clock.flush_failed"),
                                             name="clock-flush")
@@ -148,12 +148,10 @@ class ClockService:
         self._flusher = self._auditor = None
         await self.flush()
         await self.write_audit()
-        if isinstance(self.audit, AuditProcess):
-            await self.audit.close()
+        if self._audit_writer is not None:
+            await self._audit_writer.close()
         if self.store is not None:
             await self.store.close()
-        if self._own_pool:
-            self._audit_pool.shutdown(wait=True)
 
     async def handle(self, event: ConversationEvent) -> None:
         """EventBus subscriber: apply the event, return once its new deadlines are stored.
@@ -245,14 +243,10 @@ class ClockService:
             raise
 
     async def _audit(self, records: list[tuple[Any, ...]]) -> None:
-        if not records or self.audit is None:
+        if not records or self._audit_writer is None:
             return
         try:
-            if isinstance(self.audit, AuditProcess):
-                failed = await self.audit.write(records)
-            else:
-                failed = await asyncio.get_running_loop().run_in_executor(
-                    self._audit_pool, write_notes, self.audit, records)
+            failed = await self._audit_writer.write(records)
         except Exception:
             failed = records
         if failed:

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from typing import Any, Callable, Literal
 
 import structlog
@@ -112,8 +113,8 @@ class BufferedLineLogger:
             pass
 
     def _flush_loop(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self._interval):
+        while True:  # a daemon thread: it ends with the process, after atexit's last flush
+            time.sleep(self._interval)
             self.flush()
 
 
@@ -131,7 +132,9 @@ def configure_logging(*, level: str = "info", fmt: Literal["auto", "json", "cons
     if not use_console and binary is not None:
         sys.stdout.flush()
         lines = BufferedLineLogger(binary)
-        factory = lambda *_: lines  # noqa: E731
+
+        def factory(*_: Any) -> BufferedLineLogger:  # one logger for every structlog name
+            return lines
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

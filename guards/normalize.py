@@ -85,7 +85,7 @@ def _fold_char(ch: str) -> str:
     simp = _T2S.convert(low)
     out = simp if len(simp) == 1 else low
     # The matching view holds only BMP characters, so per-character work on it can use 16-bit
-    # arrays (see _codes). What stays astral after folding (Extension B ideographs and the like)
+    # arrays (see codes). What stays astral after folding (Extension B ideographs and the like)
     # is not typed in service replies: it reads as a hole.
     return HOLE if ord(out) > 0xFFFF else out
 

@@ -30,14 +30,14 @@ _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 _Words = re.Pattern[str] | None
+# window, after_window, and the before / after / clause / sentence words of one allow-context.
+_Folded = tuple[int, int, _Words, _Words, _Words, _Words]
 
 
 def _a_not_a(text: str, i: int) -> bool:
     """True when text[i] is the 不 of an A-not-A question (能不能, 会不会, 可不可以): a question, not a
     negation, so a context word such as 不能 found there clears nothing."""
     return text[i] == "不" and 0 < i < len(text) - 1 and text[i - 1] == text[i + 1]
-# window, after_window, and the before / after / clause / sentence words of one allow-context.
-_Folded = tuple[int, int, _Words, _Words, _Words, _Words]
 
 
 class LexicalRules:

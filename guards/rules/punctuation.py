@@ -70,11 +70,6 @@ class Punctuation:
         # ！？｡ already turned into !?。) say which of the scans below can find anything.
         marks = _MARK_PAIR.search(folded) is not None and _MARKS.search(folded) is not None
         dotted, spaced = _dotted(original), _spaced(original)
-        if not (marks or dotted or spaced):
-            body = original.rstrip()
-            if len(body) >= self.min_length and not _ANY_PUNCT.search(original):
-                return [violation(self.rule, draft, len(body), len(body), "a long reply with no punctuation", replacement="。")]
-            return out
         for m in _RUN.finditer(folded) if marks else ():
             mark = "?" if "?" in m.group() else "!"
             # Keep the agent's width: a full-width run becomes one full-width mark.
