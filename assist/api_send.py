@@ -195,11 +195,28 @@ async def post_reply(request: web.Request) -> web.Response:
     greeting = _greeting(policy, lib, principal, conv, final)
     response = {"status": "accepted", "conversation_id": cid, "outcome": kind, "original": body.text,
                 "verdict": verdict_json(verdict)}
-    outcome, result = await convs.db.run(lambda c: _accept(
-        c, conv=conv, principal=principal, text=final, greeting=greeting, greeting_policy=policy.greeting_policy,
-        closing_markers=lib.closings.markers, key=body.idempotency_key, request_hash=rhash,
-        response=response, now=now))
+    # The clock's new deadlines for this reply commit in the reply's own transaction (one fsync,
+    # not a second one after it). Staged now, so nothing may await before the transaction is queued.
+    sent = greeting + final if greeting and policy.greeting_policy != "separate" else final
+    staged = app[EVENT_BUS].stage(ConversationEvent("agent_message", principal.tenant, cid,
+                                                    principal.agent_id or conv.agent_id, sent, now))
+
+    def accept(c: sqlite3.Connection) -> tuple[str, Any]:
+        outcome, result = _accept(
+            c, conv=conv, principal=principal, text=final, greeting=greeting, greeting_policy=policy.greeting_policy,
+            closing_markers=lib.closings.markers, key=body.idempotency_key, request_hash=rhash,
+            response=response, now=now)
+        if outcome == "accepted":
+            staged.write(c)
+        return outcome, result
+
+    try:
+        outcome, result = await convs.db.run(accept)
+    except BaseException:
+        staged.aborted()
+        raise
     if outcome == "replay":
+        staged.aborted()
         return _replay(result, rhash)
     result, fresh, added = result
     convs.remember(fresh, added)
@@ -212,13 +229,9 @@ async def post_reply(request: web.Request) -> web.Response:
     app[OUTBOX].wake()
     note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
          greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])
-    # The reply is accepted (state.db); its audit records and the clock's new deadlines are two
-    # independent durable writes, so the 202 waits for both at once, not one after the other.
-    await asyncio.gather(
-        writer.append_many(records),  # one group commit
-        app[EVENT_BUS].publish(ConversationEvent("agent_message", principal.tenant, cid,
-                                                 principal.agent_id or conv.agent_id, result["text"], now)),
-    )
+    # The reply and its deadlines are stored (state.db); the 202 waits for its audit records
+    # (one group commit) and for any subscriber that did not stage.
+    await asyncio.gather(writer.append_many(records), staged.committed())
     return json_response(result, status=202)
 
 

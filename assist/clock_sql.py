@@ -22,7 +22,7 @@ from .reminder_state import ConvState
 from .reminders import ReminderEngine
 from .state_sql import StateDB, in_transaction
 
-__all__ = ["SCHEMA", "ClockStore", "restore_state", "row_of"]
+__all__ = ["SCHEMA", "ClockStore", "restore_state", "row_of", "upsert_rows"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clock_conversations (
@@ -81,7 +81,8 @@ def restore_state(engine: ReminderEngine, row: sqlite3.Row | Row) -> ConvState |
     return st
 
 
-def _upsert(conn: sqlite3.Connection, rows: list[Row]) -> int:
+def upsert_rows(conn: sqlite3.Connection, rows: list[Row]) -> int:
+    """Write clock rows inside the caller's transaction."""
     if rows:
         conn.executemany(_UPSERT, rows)
     return len(rows)
@@ -123,6 +124,11 @@ class ClockStore:
         self._conn = conn
 
     @property
+    def writer(self) -> StateDB | None:
+        """The StateDB whose thread writes the clock's rows (None: this store's own connection)."""
+        return self._writer
+
+    @property
     def executor(self) -> ThreadPoolExecutor:
         """The one worker thread this store's connection is used from."""
         return self._pool
@@ -133,7 +139,7 @@ class ClockStore:
         return self._conn
 
     def save_sync(self, rows: Iterable[Row]) -> int:
-        return in_transaction(self._c(), _upsert, list(rows))
+        return in_transaction(self._c(), upsert_rows, list(rows))
 
     def load_sync(self) -> list[Row]:
         cur = self._c().execute(
@@ -159,7 +165,7 @@ class ClockStore:
 
     async def save(self, rows: list[Row]) -> int:
         if self._writer is not None:
-            return int(await self._writer.run(_upsert, rows))
+            return int(await self._writer.run(upsert_rows, rows))
         return int(await self._run(self.save_sync, rows))
 
     async def load(self) -> list[Row]:

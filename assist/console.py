@@ -21,9 +21,9 @@ from .audit import AUDIT_STORE
 from .audit_process import AuditProcess, AuditThread
 from .auth import require_role
 from .clock import Clock, RealClock
-from .clock_sql import ClockStore, restore_state, row_of
+from .clock_sql import ClockStore, restore_state, row_of, upsert_rows
 from .errors import BadRequest
-from .events import ConversationEvent
+from .events import ConversationEvent, Stage
 from .reminder_rules import TenantRules
 from .reminder_state import ConvState
 from .reminders import ReminderEngine
@@ -162,6 +162,30 @@ class ClockService:
         self.engine.apply(event)
         await self.commit(audit=False)
 
+    def stage(self, event: ConversationEvent) -> Stage | None:
+        """EventBus stager: apply the event and hand its conversation's new row to the publisher's
+        state.db transaction, so a reply and its deadlines commit together.
+
+        Only when the store writes through the service's StateDB (the publisher's transaction is
+        then on the same file). None (take the event through `handle` after the commit) while a
+        flush is writing: it may hold an older row of the same conversation, not yet queued, which
+        must not be committed after this newer one.
+        """
+        if self.store is None or self.store.writer is None or self._lock.locked():
+            return None
+        self.engine.apply(event)
+        key = (event.tenant, event.conversation_id)
+        packed = self.engine.dirty.pop(key, None)
+        if packed is None:
+            return Stage(write=lambda conn: None, abort=lambda: None)
+        row = row_of(self.engine, ConvState.unpack(packed), self.clock.now())
+
+        def abort() -> None:  # the transaction failed: the flush task writes the row instead
+            self.engine.dirty.setdefault(key, packed)
+            self._kick()
+
+        return Stage(write=lambda conn: upsert_rows(conn, [row]), abort=abort)
+
     async def commit(self, *, audit: bool = True) -> None:
         """Wait until every change so far is stored (group commit with other callers), and with
         `audit`, every audit record queued so far is written too."""
@@ -285,7 +309,7 @@ async def clock_ctx(app: web.Application) -> AsyncIterator[None]:
                            closed_retention_s=settings.clock_closed_retention_h * 3600)
     await service.start()
     app[CLOCK_SERVICE] = service
-    app[EVENT_BUS].subscribe(service.handle)
+    app[EVENT_BUS].subscribe(service.handle, stage=service.stage)
     try:
         yield
     finally:
