@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from .model import Message
 from .normalize import BOUNDARIES, Normalized
 
-__all__ = ["QUOTES", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
+__all__ = ["CONTEXT_CLAUSE_ENDS", "QUOTES", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
 
 # Marks that end a sentence; commas, colons and semicolons only end a clause.
 SENTENCE_ENDS = frozenset("。!?\n…")
+# Where an allow-context's clause ends: every boundary but the enumeration comma, which joins the
+# items of one clause (我们不会要求您添加微信、QQ或私下转账: the 不会 covers all three).
+CONTEXT_CLAUSE_ENDS = BOUNDARIES - {"、"}
 
 _OPEN = "“「『《‘"
 _CLOSE = "”」』》’"

@@ -15,7 +15,7 @@ from rapidfuzz import fuzz
 
 from phrases.schema import Context as Allow, Rule, SharedContext
 
-from ..context import QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
+from ..context import CONTEXT_CLAUSE_ENDS, QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
 from ..model import Violation
 from ..normalize import BOUNDARIES, Normalized, codes, fold_phrase, from_codes
 from ..phonetic import close_enough, pinyin_view
@@ -233,7 +233,7 @@ class LexicalRules:
         text = draft.text
         contexts = self._contexts[ri]
         if contexts:
-            cs, ce = clause_bounds(text, start, end)
+            cs, ce = clause_bounds(text, start, end, stops=CONTEXT_CLAUSE_ENDS)
             sentence_bounds = None
             for window, after_window, before, after, clause, sentence in contexts:
                 if before is not None and any(
