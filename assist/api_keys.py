@@ -12,13 +12,14 @@ from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .api_check import GuardCache
+    from .audit_relay import AuditRelay
     from .auth import TokenStore
     from .conversations import ConversationService
     from .outbox import Deliverer, Outbox
     from .state_sql import StateDB
 
 __all__ = [
-    "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "LOG_FIELDS", "METRICS", "OUTBOX",
+    "AUDIT_RELAY", "CLOCK", "CONVERSATIONS", "DELIVERER", "EVENT_BUS", "GUARDS", "LOG_FIELDS", "METRICS", "OUTBOX",
     "SETTINGS", "STATE_DB", "TOKENS",
 ]
 
@@ -34,3 +35,4 @@ CONVERSATIONS: web.AppKey["ConversationService"] = web.AppKey("conversations")
 GUARDS: web.AppKey["GuardCache"] = web.AppKey("guards")
 DELIVERER: web.AppKey["Deliverer"] = web.AppKey("deliverer")
 OUTBOX: web.AppKey["Outbox"] = web.AppKey("outbox")
+AUDIT_RELAY: web.AppKey["AuditRelay"] = web.AppKey("audit_relay")

@@ -8,7 +8,6 @@ concurrent requests can never both send.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -20,8 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .api import json_response, note, read_json, tenant_policy
 from .api_check import MAX_TEXT, verdict_json
-from .api_keys import CLOCK, CONVERSATIONS, EVENT_BUS, GUARDS, METRICS, OUTBOX
-from .audit import AUDIT_WRITER, AuditEvent
+from .api_keys import (
+    AUDIT_RELAY,
+    CLOCK,
+    CONVERSATIONS,
+    EVENT_BUS,
+    GUARDS,
+    METRICS,
+    OUTBOX,
+)
+from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent
 from .auth import Principal, require_role
 from .config import TenantPolicy
 from .conversations import Conversation
@@ -201,37 +208,44 @@ async def post_reply(request: web.Request) -> web.Response:
     staged = app[EVENT_BUS].stage(ConversationEvent("agent_message", principal.tenant, cid,
                                                     principal.agent_id or conv.agent_id, sent, now))
 
-    def accept(c: sqlite3.Connection) -> tuple[str, Any]:
+    relay = app[AUDIT_RELAY]
+    prepare = app[AUDIT_STORE].prepare
+
+    def accept(c: sqlite3.Connection) -> tuple[str, Any, int]:
         outcome, result = _accept(
             c, conv=conv, principal=principal, text=final, greeting=greeting, greeting_policy=policy.greeting_policy,
             closing_markers=lib.closings.markers, key=body.idempotency_key, request_hash=rhash,
             response=response, now=now)
-        if outcome == "accepted":
-            staged.write(c)
-        return outcome, result
+        if outcome != "accepted":
+            return outcome, result, 0
+        staged.write(c)
+        sent, _, _ = result
+        records = [AuditEvent(**base, kind=kind, final_text=sent["text"], reason=reason, at=now,
+                              details={"outbox_ids": sent["outbox_ids"], "idempotency_key": body.idempotency_key})]
+        if sent["greeting"]:
+            records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
+                                      conversation_id=cid, final_text=sent["greeting"], at=now,
+                                      details={"mode": policy.greeting_policy}))
+        # The audit records commit with the reply (see assist/audit_relay.py): one fsync, not two.
+        return outcome, result, relay.stage(c, [prepare(r) for r in records])
 
     try:
-        outcome, result = await convs.db.run(accept)
+        outcome, result, audit_seq = await convs.db.run(accept)
     except BaseException:
         staged.aborted()
         raise
     if outcome == "replay":
         staged.aborted()
         return _replay(result, rhash)
+    relay.committed(audit_seq)
     result, fresh, added = result
     convs.remember(fresh, added)
-    records = [AuditEvent(**base, kind=kind, final_text=result["text"], reason=reason,
-                          details={"outbox_ids": result["outbox_ids"], "idempotency_key": body.idempotency_key})]
-    if result["greeting"]:
-        records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
-                                  conversation_id=cid, final_text=result["greeting"],
-                                  details={"mode": policy.greeting_policy}))
     app[OUTBOX].wake()
     note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
          greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])
-    # The reply and its deadlines are stored (state.db); the 202 waits for its audit records
-    # (one group commit) and for any subscriber that did not stage.
-    await asyncio.gather(writer.append_many(records), staged.committed())
+    # Reply, deadlines and audit records are stored (state.db); only a subscriber that did not
+    # stage is still to hear of it.
+    await staged.committed()
     return json_response(result, status=202)
 
 

@@ -28,10 +28,11 @@ from .api import json_response, setup_routes
 from .api_check import GuardCache, post_hoc_checker
 from .api_demo import DEMO, setup_demo_routes
 from .api_keys import (
-    CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, LOG_FIELDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
+    AUDIT_RELAY, CLOCK, CONVERSATIONS, DELIVERER, EVENT_BUS, GUARDS, LOG_FIELDS, METRICS, OUTBOX, SETTINGS, STATE_DB, TOKENS,
 )
 from .api_webhooks import setup_webhook_routes
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditStore, AuditWriter, setup_audit_routes
+from .audit_relay import AuditRelay
 from .auth import PRINCIPAL, TokenStore, token_from_request
 from .config import Settings
 from .console import clock_ctx, setup_console_routes
@@ -189,7 +190,11 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
                        checkpoint_every=settings.audit_checkpoint_every, clock=app[CLOCK].now)
     writer = AuditWriter(store)
     await writer.start()
-    app[AUDIT_STORE], app[AUDIT_WRITER] = store, writer
+    # Records staged in state.db by the send path (one commit for reply and record), moved here;
+    # what a previous run left staged is appended before the service answers anything.
+    relay = AuditRelay(app[STATE_DB], store)
+    await relay.start()
+    app[AUDIT_STORE], app[AUDIT_WRITER], app[AUDIT_RELAY] = store, writer, relay
     guards_ = GuardCache(settings, app[METRICS])
     guards_.build()
     app[GUARDS] = guards_
@@ -198,6 +203,7 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     service.post_hoc_check = post_hoc_checker(guards_, writer, service, app[METRICS])
     app[CONVERSATIONS] = service
     yield
+    await relay.stop()
     await writer.stop()
     store.close()
 

@@ -208,8 +208,13 @@ class AuditStore:
         """Append records in one transaction, in order; return their ids once committed."""
         return self.append_prepared([self.prepare(e) for e in events])
 
-    def append_prepared(self, prepared: Sequence[Prepared]) -> list[int]:
-        """Chain and insert prepared rows in one transaction (the writer thread's entry point)."""
+    def append_prepared(self, prepared: Sequence[Prepared], *, relayed: Sequence[int] | None = None) -> list[int]:
+        """Chain and insert prepared rows in one transaction (the writer thread's entry point).
+
+        `relayed`: the rows are state.db's staged records with these seqs (AuditRelay). Inside the
+        transaction, rows at or below the stored relay mark are skipped and the mark moves up to
+        the highest seq, so a staged record is appended exactly once, whoever relays it.
+        """
         if not prepared:
             return []
         b = self.backend
@@ -222,6 +227,9 @@ class AuditStore:
         with self._wlock:
             b.begin()
             try:
+                if relayed is not None:
+                    mark = b.relay_mark()
+                    prepared = [p for p, seq in zip(prepared, relayed) if seq > mark]
                 rid = b.next_id()
                 first = rid
                 heads: dict[str, tuple[int, bytes]] = {}
@@ -250,6 +258,8 @@ class AuditStore:
                 b.insert_many(rows, tag_rows, [(t, f, *span) for (t, f), span in grown.items()])
                 for tenant, (seq, hash_) in heads.items():
                     b.set_head(tenant, seq, hash_, checkpoint_mac(key, tenant, seq, hash_))
+                if relayed is not None:
+                    b.set_relay_mark(max(relayed))
                 b.commit()
             except BaseException:
                 b.rollback()
@@ -265,6 +275,11 @@ class AuditStore:
                 except Exception:  # the records are committed; only search speed waits for the index
                     log.exception("audit.fts_index_failed")
         return list(range(first, rid))
+
+    def relay_mark(self) -> int:
+        """The highest staged record (state.db audit_relay seq) already in this store."""
+        with self._wlock:
+            return self.backend.relay_mark()
 
     def index_texts(self, *, limit: int = FTS_BATCH) -> int:
         """Bring up to `limit` records into the full-text index; return how many (0: up to date).

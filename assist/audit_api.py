@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import reports
 from .api import json_response, tenant_policy
-from .api_keys import SETTINGS
+from .api_keys import AUDIT_RELAY, SETTINGS
 from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent, AuditQuery
 from .audit_export import FORMATS, content_type, csv_header, render
 from .audit_mask import mask_text
@@ -80,6 +80,7 @@ def _query(request: web.Request, *, export: bool = False) -> tuple[Principal, Au
 
 async def list_records(request: web.Request) -> web.Response:
     """GET /v1/audit: one page of records, newest first; pass `cursor` back for the next page."""
+    await request.app[AUDIT_RELAY].settle()  # decisions already answered for are in the store
     _, q, keep, _ = _query(request)
     page = await _in_thread(request.app[AUDIT_STORE].query, q, keep_original=keep)
     return json_response({"records": [r.to_dict() for r in page.records], "next_cursor": page.next_cursor,
@@ -88,6 +89,7 @@ async def list_records(request: web.Request) -> web.Response:
 
 async def export_records(request: web.Request) -> web.StreamResponse:
     """GET /v1/audit/export?format=csv|jsonl: every matching record, streamed page by page."""
+    await request.app[AUDIT_RELAY].settle()  # decisions already answered for are in the store
     principal, q, keep, tz = _query(request, export=True)
     fmt = request.query.get("format", "csv")
     store = request.app[AUDIT_STORE]
@@ -115,6 +117,7 @@ async def export_records(request: web.Request) -> web.StreamResponse:
 
 async def verify_chain(request: web.Request) -> web.Response:
     """GET /v1/audit/verify: walk the tenant's chain; `ok` false names the first bad record."""
+    await request.app[AUDIT_RELAY].settle()  # decisions already answered for are in the store
     principal = require_role(request, "auditor")
     tenant_policy(request, principal.tenant)
     report = await _in_thread(request.app[AUDIT_STORE].verify, principal.tenant)
@@ -126,6 +129,7 @@ async def verify_chain(request: web.Request) -> web.Response:
 
 async def agent_reports(request: web.Request) -> web.Response:
     """GET /v1/reports/agents?period=day|week|month&date=YYYY-MM-DD[&agent=ID]: QA metrics per agent."""
+    await request.app[AUDIT_RELAY].settle()  # decisions already answered for are in the store
     principal = require_role(request, "auditor")
     policy = tenant_policy(request, principal.tenant)
     unknown = sorted(set(request.query) - {"period", "date", "agent"})

@@ -184,6 +184,15 @@ class SqliteAuditBackend:
                 " ON CONFLICT (tenant, facet) DO UPDATE SET first_us = min(first_us, excluded.first_us),"
                 " last_us = max(last_us, excluded.last_us)", facets)
 
+    def relay_mark(self) -> int:
+        """The highest state.db audit_relay seq already appended here (see assist/audit_relay.py)."""
+        row = self._w.execute("SELECT value FROM audit_meta WHERE key = 'relay_upto'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_relay_mark(self, upto: int) -> None:
+        self._w.execute("INSERT INTO audit_meta (key, value) VALUES ('relay_upto', ?)"
+                        " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)", (upto,))
+
     def fts_indexed(self) -> int:
         """The highest record id whose texts are in the FTS index."""
         return self._w.execute("SELECT value FROM audit_meta WHERE key = 'fts_indexed'").fetchone()[0]

@@ -56,7 +56,23 @@ def _open(data_dir: Path | None, config_file: Path | None, tenant: str) -> tuple
         raise click.ClickException(f"no audit log at {settings.audit_db}; is --data-dir right?")
     store = AuditStore(settings.audit_db, hmac_key=settings.audit_hmac_key.get_secret_value().encode(),
                        checkpoint_every=settings.audit_checkpoint_every)
+    _relay_staged(settings, store)
     return settings, policy, store
+
+
+def _relay_staged(settings: Any, store: Any) -> None:
+    """Append records a stopped (or killed) service left staged in state.db, so none is missed."""
+    if not settings.state_db.exists():
+        return
+    import sqlite3
+
+    from .audit_relay import drain
+
+    conn = sqlite3.connect(settings.state_db, isolation_level=None, timeout=30)
+    try:
+        drain(conn, store)
+    finally:
+        conn.close()
 
 
 def _build_query(tenant: str, policy: Any, filters: dict[str, Any], **extra: Any) -> Any:

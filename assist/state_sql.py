@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at REAL NOT NULL,
     PRIMARY KEY (tenant, key)
 );
+-- Audit records staged by the transaction that made the decision; assist/audit_relay.py moves
+-- them into the audit store and deletes them here.
+CREATE TABLE IF NOT EXISTS audit_relay (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record TEXT NOT NULL                  -- JSON of a prepared audit record (tenant, values, hash, tags)
+);
 CREATE TABLE IF NOT EXISTS inbound_seen (
     source TEXT NOT NULL,
     delivery_id TEXT NOT NULL,

@@ -8,13 +8,15 @@ from typing import Any
 from conftest import GREETING, Service, assert_error
 
 from assist.app import EVENT_BUS, OUTBOX
+from assist.api_keys import AUDIT_RELAY
 from assist.audit import AUDIT_STORE
 from assist.audit_query import AuditQuery
 
 GREET_1001 = GREETING.format(line="在线客服", agent_no="1001")
 
 
-def audit_rows(svc: Service, tenant: str = "default", **where: Any) -> list[Any]:
+async def audit_rows(svc: Service, tenant: str = "default", **where: Any) -> list[Any]:
+    await svc.app[AUDIT_RELAY].settle()  # as the audit API does: staged records first
     return list(svc.app[AUDIT_STORE].iter_query(AuditQuery(tenant=tenant, **where), keep_original=True))
 
 
@@ -51,10 +53,10 @@ async def test_first_reply_gets_greeting_once_and_reaches_the_customer(svc: Serv
     assert [(m["from"], m["text"]) for m in demo["transcript"]] == [
         ("customer", "在吗?我的快递到哪了"), ("agent", GREET_1001 + "请您稍等2分钟,我帮您查询。"),
         ("agent", "您的快递明天到。")]
-    assert [r.kind for r in audit_rows(svc, kind="greeting")] == ["greeting"]
-    sends = audit_rows(svc, kind="send")
+    assert [r.kind for r in await audit_rows(svc, kind="greeting")] == ["greeting"]
+    sends = await audit_rows(svc, kind="send")
     assert len(sends) == 2 and {r.actor for r in sends} == {"agent:1001"}
-    assert len(audit_rows(svc, kind="delivery")) == 2
+    assert len(await audit_rows(svc, kind="delivery")) == 2
 
 
 async def test_draft_that_already_greets_gets_no_second_greeting(svc: Service) -> None:
@@ -65,7 +67,7 @@ async def test_draft_that_already_greets_gets_no_second_greeting(svc: Service) -
     assert status == 202 and body["greeting"] is None and body["text"] == "您好,请问有什么可以帮您?"
     status, body, _ = await svc.call("POST", "/v1/conversations/c1/replies", token=tok, json_body={"text": "好的"})
     assert body["greeting"] is None
-    assert audit_rows(svc, kind="greeting") == []
+    assert await audit_rows(svc, kind="greeting") == []
 
 
 async def test_separate_greeting_policy_sends_it_as_its_own_message(svc: Service) -> None:
@@ -84,7 +86,7 @@ async def test_rewrite_is_forwarded_or_returned_for_confirmation_by_policy(svc: 
     status, body, _ = await svc.call("POST", "/v1/conversations/c1/replies", token=tok,
                                      json_body={"text": "您好,这个我不知道"})
     assert status == 202 and body["outcome"] == "rewrite" and body["text"] == "您好,这个我我帮您确认一下"
-    rewrite = audit_rows(svc, kind="rewrite")[0]
+    rewrite = (await audit_rows(svc, kind="rewrite"))[0]
     assert rewrite.original_text == "您好,这个我不知道" and list(rewrite.rule_ids) == ["t-dont-know"]
 
     acme = svc.token(tenant="acme", agent="7")
@@ -106,9 +108,9 @@ async def test_block_is_422_with_suggestions_and_nothing_is_sent(svc: Service) -
     assert details["suggestions"][0]["template_id"] == "t-explain" and details["override_allowed"] is False
     _, conv, _ = await svc.call("GET", "/v1/conversations/c1", token=tok)
     assert conv["deliveries"] == [] and conv["greeted"] is False
-    block = audit_rows(svc, kind="block")
+    block = await audit_rows(svc, kind="block")
     assert len(block) == 1 and block[0].original_text == "你自己不会看呀"
-    assert audit_rows(svc, kind="refused") == []  # the block record is the decision; no second record
+    assert await audit_rows(svc, kind="refused") == []  # the block record is the decision; no second record
 
 
 async def test_override_only_where_policy_allows_the_severity(svc: Service) -> None:
@@ -120,7 +122,7 @@ async def test_override_only_where_policy_allows_the_severity(svc: Service) -> N
     status, body, _ = await svc.call("POST", "/v1/conversations/c1/replies", token=tok,
                                      json_body={"text": "只能这样了", "override_reason": "policy really is final"})
     assert status == 202 and body["outcome"] == "override" and body["text"].endswith("只能这样了")
-    override = audit_rows(svc, kind="override")
+    override = await audit_rows(svc, kind="override")
     assert len(override) == 1 and override[0].reason == "policy really is final" and override[0].overridden
     acme = svc.token(tenant="acme", agent="7")
     await open_conversation(svc, acme, "c2")
@@ -135,7 +137,7 @@ async def test_warn_is_sent_as_written(svc: Service) -> None:
     status, body, _ = await svc.call("POST", "/v1/conversations/c1/replies", token=tok,
                                      json_body={"text": "您好,这个确实没办法退"})
     assert status == 202 and body["outcome"] == "send" and body["verdict"]["action"] == "warn"
-    assert list(audit_rows(svc, kind="send")[0].rule_ids) == ["t-no-way"]
+    assert list((await audit_rows(svc, kind="send"))[0].rule_ids) == ["t-no-way"]
 
 
 async def test_idempotency_key_returns_first_result_and_sends_once(svc: Service) -> None:
@@ -152,7 +154,7 @@ async def test_idempotency_key_returns_first_result_and_sends_once(svc: Service)
     assert_error(status, body, 409, "conflict")
     deliveries = await delivered(svc, tok, "c1", 1)
     assert len(deliveries) == 1
-    assert len(audit_rows(svc, kind="send")) == 1
+    assert len(await audit_rows(svc, kind="send")) == 1
 
 
 async def test_close_sends_closing_once(svc: Service) -> None:
@@ -162,7 +164,7 @@ async def test_close_sends_closing_once(svc: Service) -> None:
     assert status == 202 and body["status"] == "sent" and "祝您生活愉快" in body["text"]
     status, body, _ = await svc.call("POST", "/v1/conversations/c1/close", token=tok, json_body={})
     assert status == 200 and body["status"] == "already_sent"
-    assert len(audit_rows(svc, kind="closing")) == 1
+    assert len(await audit_rows(svc, kind="closing")) == 1
     await delivered(svc, tok, "c1", 1)
 
 
@@ -183,7 +185,7 @@ async def test_check_has_no_side_effect_but_the_audit_of_violations(svc: Service
     status, body, _ = await svc.call("POST", "/v1/check", token=tok,
                                      json_body={"text": "不知道", "conversation_id": "c1"})
     assert status == 200 and body["action"] == "rewrite" and body["rewritten"] == "我帮您确认一下"
-    checks = audit_rows(svc, kind="check")
+    checks = await audit_rows(svc, kind="check")
     assert len(checks) == 1 and checks[0].id == body["audit_id"] and checks[0].conversation_id == "c1"
     _, conv, _ = await svc.call("GET", "/v1/conversations/c1", token=tok)
     assert conv["deliveries"] == [] and conv["agent_messages"] == 0
