@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -259,6 +260,12 @@ class ClockService:
         try:
             for i in range(0, len(states), _ENCODE_SLICE):  # encode in slices; keep the loop free
                 rows += [row_of(self.engine, ConvState.unpack(p), now) for p in states[i:i + _ENCODE_SLICE]]
+                # CPython starts a young collection when allocations minus deallocations pass 700,
+                # and freeing an old object counts too. Events replace conversations' old states
+                # while these rows pile up, so the count stays low and the young generation grows
+                # to tens of thousands of rows; the collection that finally walks them stalled the
+                # clock for 20-300 ms (bench/clock.py: p99 lateness 3.9 -> 2.0 ms with this).
+                gc.collect(0)
                 await asyncio.sleep(0)
             await self.store.save(rows)
         except Exception:
