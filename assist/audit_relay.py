@@ -8,7 +8,10 @@ A relay task then appends them to the audit store, in staging order, and the sto
 the same transaction the highest staged seq it holds (`audit_meta.relay_upto`) and skips rows at
 or below it, so a crash between the two commits (or a second relayer, such as the CLI on a live
 data directory) neither loses nor duplicates a record. Staged rows the store already
-holds are deleted later, inside the next staging transaction (no extra commit) or when idle.
+holds are deleted later, inside the next staging transaction (no extra commit) or when idle. A
+record the store refuses (its tenant's chain no longer verifies) moves to `audit_relay_held` in
+state.db, logged, so it is kept and the other tenants' records go on; each start stages the held
+records again, so they reach the store once the chain is repaired.
 
 Readers of the audit store call `settle()` first: everything staged before the call is then in
 the store, so an auditor never misses a decision the service already answered for. Records reach
@@ -21,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
-from .audit import AuditStore, Prepared
+from .audit import AuditIntegrityError, AuditStore, Prepared
 from .state_sql import SCHEMA, StateDB
 
 __all__ = ["AuditRelay", "drain"]
@@ -49,6 +53,19 @@ def _decode(text: str) -> Prepared:
 def _pending(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str]]:
     return conn.execute("SELECT seq, record FROM audit_relay WHERE seq > ? ORDER BY seq LIMIT ?",
                         (after, limit)).fetchall()
+
+
+def _hold(conn: sqlite3.Connection, seq: int, record: str, error: str, at: float) -> None:
+    conn.execute("INSERT OR REPLACE INTO audit_relay_held (seq, record, error, held_at) VALUES (?,?,?,?)",
+                 (seq, record, error, at))
+    conn.execute("DELETE FROM audit_relay WHERE seq = ?", (seq,))
+
+
+def _unhold(conn: sqlite3.Connection) -> int:
+    """Stage held records again (new seqs: none of them ever reached the store)."""
+    moved = conn.execute("INSERT INTO audit_relay (record) SELECT record FROM audit_relay_held ORDER BY seq").rowcount
+    conn.execute("DELETE FROM audit_relay_held")
+    return moved
 
 
 def _forget(conn: sqlite3.Connection, upto: int) -> None:
@@ -113,7 +130,8 @@ class AuditRelay:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Relay what a previous run left staged, then start the relay task."""
+        """Relay what a previous run left staged (and held records, once more), then start the task."""
+        await self._db.run(_unhold)
         self._relayed = self._forgotten = await self._in_pool(self._store.relay_mark)
         moved = 0
         while n := await self._move():
@@ -182,11 +200,24 @@ class AuditRelay:
         upto = rows[-1][0]
         prepared = [_decode(r[1]) for r in rows]
         seqs = [r[0] for r in rows]
-        await self._in_pool(lambda: self._store.append_prepared(prepared, relayed=seqs))
+        try:
+            await self._in_pool(lambda: self._store.append_prepared(prepared, relayed=seqs))
+        except Exception:
+            # One tenant's chain may refuse (AuditIntegrityError after tampering): append the
+            # batch record by record so the others go on, and hold the refused ones in state.db.
+            await self._one_by_one(rows)
         self._relayed = upto
         self._staged = max(self._staged, upto)
         self._release()
         return len(rows)
+
+    async def _one_by_one(self, rows: list[tuple[int, str]]) -> None:
+        for seq, record in rows:
+            try:
+                await self._in_pool(lambda: self._store.append_prepared([_decode(record)], relayed=[seq]))
+            except AuditIntegrityError as err:  # anything else is retried by the relay loop
+                log.error("audit.relay_held", seq=seq, error=str(err))
+                await self._db.run(_hold, seq, record, str(err), time.time())
 
     def _release(self) -> None:
         keep = []

@@ -68,9 +68,13 @@ def _relay_staged(settings: Any, store: Any) -> None:
 
     from .audit_relay import drain
 
+    from .audit import AuditIntegrityError
+
     conn = sqlite3.connect(settings.state_db, isolation_level=None, timeout=30)
     try:
         drain(conn, store)
+    except AuditIntegrityError as err:  # a tampered chain: report it (verify does), append nothing
+        click.echo(f"warning: staged audit records not appended: {err}", err=True)
     finally:
         conn.close()
 

@@ -95,6 +95,14 @@ CREATE TABLE IF NOT EXISTS audit_relay (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     record TEXT NOT NULL                  -- JSON of a prepared audit record (tenant, values, hash, tags)
 );
+-- Staged records the audit store refused (a tenant whose chain no longer verifies), kept here,
+-- not lost; each start of the service stages them again (assist/audit_relay.py).
+CREATE TABLE IF NOT EXISTS audit_relay_held (
+    seq INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    error TEXT NOT NULL,
+    held_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS inbound_seen (
     source TEXT NOT NULL,
     delivery_id TEXT NOT NULL,

@@ -111,3 +111,30 @@ async def test_a_crash_between_the_store_commit_and_the_delete_duplicates_nothin
     await relay.stop()
     assert kinds(store) == ["c0", "c1"]
     assert store.verify().ok
+
+
+async def test_a_tenant_whose_chain_refuses_is_held_and_the_others_go_on(files) -> None:
+    db, store = files
+    relay = AuditRelay(db, store)
+    await relay.start()
+    await send(db, store, relay, "before")
+    await relay.settle()
+    # Tamper: the signed head of tenant t1 disappears, so its chain refuses to grow.
+    store.backend._w.execute("DELETE FROM audit_head WHERE tenant = 't1'")
+    other = store.prepare(AuditEvent(tenant="t2", kind="send", action="other", final_text="您好"))
+    refused = store.prepare(AuditEvent(tenant="t1", kind="send", action="refused", final_text="您好"))
+
+    def tx(conn: sqlite3.Connection) -> int:
+        return relay.stage(conn, [refused, other])
+
+    relay.committed(await db.run(tx))
+    await asyncio.wait_for(relay.settle(), 5)
+    assert [r.action for r in store.iter_query(AuditQuery(tenant="t2"))] == ["other"]
+    held = db.read(lambda c: c.execute("SELECT record, error FROM audit_relay_held").fetchall())
+    assert len(held) == 1 and "refused" in held[0][0] and "head" in held[0][1]
+    await relay.stop()
+    again = AuditRelay(db, store)  # each start stages held records once more; still refused: held again
+    await again.start()
+    await again.settle()
+    await again.stop()
+    assert db.read(lambda c: c.execute("SELECT count(*) FROM audit_relay_held").fetchone()[0]) == 1
