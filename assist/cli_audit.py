@@ -66,9 +66,8 @@ def _relay_staged(settings: Any, store: Any) -> None:
         return
     import sqlite3
 
-    from .audit_relay import drain
-
     from .audit import AuditIntegrityError
+    from .audit_relay import drain
 
     conn = sqlite3.connect(settings.state_db, isolation_level=None, timeout=30)
     try:
