@@ -198,7 +198,7 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     guards_ = GuardCache(settings, app[METRICS])
     guards_.build()
     app[GUARDS] = guards_
-    service = ConversationService(app[STATE_DB], audit=writer, bus=app[EVENT_BUS],
+    service = ConversationService(app[STATE_DB], relay=relay, bus=app[EVENT_BUS],
                                   history_messages=settings.history_messages)
     service.post_hoc_check = post_hoc_checker(guards_, writer, service, app[METRICS])
     app[CONVERSATIONS] = service

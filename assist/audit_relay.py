@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from .audit import AuditIntegrityError, AuditStore, Prepared
+from .audit import AuditEvent, AuditIntegrityError, AuditStore, Prepared
 from .state_sql import SCHEMA, StateDB
 
 __all__ = ["AuditRelay", "drain"]
@@ -106,6 +106,10 @@ class AuditRelay:
         self._stopping = False
 
     # -- the caller's transaction ----------------------------------------------------------------
+
+    def prepare(self, event: AuditEvent) -> Prepared:
+        """Validate and hash a record now (AuditStore.prepare), to stage it in a transaction."""
+        return self._store.prepare(event)
 
     def stage(self, conn: sqlite3.Connection, prepared: Sequence[Prepared]) -> int:
         """Inside the caller's state.db transaction: stage `prepared` (from AuditStore.prepare).

@@ -17,7 +17,8 @@ import structlog
 
 from guards import Message
 
-from .audit import AuditEvent, AuditWriter
+from .audit import AuditEvent
+from .audit_relay import AuditRelay
 from .errors import ConversationNotFound
 from .events import ConversationEvent, EventBus
 from .state_sql import StateDB
@@ -125,9 +126,11 @@ _CACHE_SIZE = 10_000
 class ConversationService:
     """Reads and updates conversation state; the one place inbound events enter the service."""
 
-    def __init__(self, db: StateDB, *, audit: AuditWriter, bus: EventBus, history_messages: int) -> None:
+    def __init__(self, db: StateDB, *, relay: AuditRelay, bus: EventBus, history_messages: int) -> None:
         self.db = db
-        self._audit = audit
+        # An inbound event's state, its audit record (relayed to the audit store) and the clock's
+        # new deadlines (staged on the bus) commit in one state.db transaction.
+        self._relay = relay
         self._bus = bus
         self._history = history_messages
         self.post_hoc_check: PostHocCheck | None = None
@@ -200,15 +203,36 @@ class ConversationService:
         return [dict(r) for r in rows]
 
     async def ingest(self, inbound: InboundEvent, *, actor: str | None) -> None:
-        """Store, audit and publish one inbound event (and check a post-hoc agent message)."""
+        """Store, audit and publish one inbound event (and check a post-hoc agent message): its
+        state, audit record and the clock's new deadlines in one state.db commit."""
         ev = inbound.event
         if inbound.post_hoc and ev.kind == "agent_message" and self.post_hoc_check is not None:
             # Checked against the history before this message, as if it had been a draft.
             await self.post_hoc_check(inbound)
+        relay = self._relay
+        prepared = [relay.prepare(self._record(inbound, actor=actor))]
+        staged = self._bus.stage(ev)  # nothing awaits between this and queueing the transaction
+
+        def tx(conn: sqlite3.Connection) -> int:
+            _apply(conn, inbound)
+            staged.write(conn)
+            return relay.stage(conn, prepared)
+
         try:
-            await self.db.run(_apply, inbound)
+            seq = await self.db.run(tx)
+        except BaseException:
+            staged.aborted()
+            raise
         finally:
             self.forget(ev.tenant, ev.conversation_id)
+        relay.committed(seq)
+        log.info("event.received", kind=ev.kind, source=inbound.source, conversation_id=ev.conversation_id,
+                 tenant=ev.tenant, text_len=len(ev.text or ""))
+        await staged.committed()
+
+    @staticmethod
+    def _record(inbound: InboundEvent, *, actor: str | None) -> AuditEvent:
+        ev = inbound.event
         if ev.kind == "customer_message":
             record = AuditEvent(tenant=ev.tenant, kind="customer_message", actor=actor,
                                 conversation_id=ev.conversation_id, original_text=ev.text, at=ev.at,
@@ -220,7 +244,4 @@ class ConversationService:
                                 details={"source": inbound.source, "agent_id": ev.agent_id,
                                          "message_id": ev.message_id, "post_hoc": inbound.post_hoc,
                                          **inbound.details})
-        await self._audit.append(record)
-        log.info("event.received", kind=ev.kind, source=inbound.source, conversation_id=ev.conversation_id,
-                 tenant=ev.tenant, text_len=len(ev.text or ""))
-        await self._bus.publish(ev)
+        return record

@@ -14,6 +14,7 @@ from conftest import Service, assert_error
 from fake_chatwoot import FakeChatwoot
 
 from adapters.base import sign
+from assist.api_keys import AUDIT_RELAY
 from assist.audit import AUDIT_STORE
 from assist.audit_query import AuditQuery
 
@@ -50,7 +51,8 @@ async def post_webhook(svc: Service, token: str, body: dict[str, Any], *, secret
     return await svc.call("POST", "/v1/webhooks/chatwoot", token=token, data=raw, headers=headers)
 
 
-def audit(svc: Service, **where: Any) -> list[Any]:
+async def audit(svc: Service, **where: Any) -> list[Any]:
+    await svc.app[AUDIT_RELAY].settle()  # as the audit API does: staged records first
     return list(svc.app[AUDIT_STORE].iter_query(AuditQuery(tenant="default", **where), keep_original=True))
 
 
@@ -87,7 +89,7 @@ async def test_customer_message_webhook_opens_the_conversation_and_reply_goes_to
     assert req["headers"]["api_access_token"] == chatwoot.token
     assert req["json"] == {"content": "您好,您的快递今天发出。", "message_type": "outgoing", "private": False,
                            "content_type": "text", "content_attributes": {"assist_outbox_id": body["outbox_ids"][0]}}
-    customer = audit(cw, kind="customer_message")
+    customer = await audit(cw, kind="customer_message")
     assert customer[0].original_text == "在吗?我的快递到哪了" and customer[0].actor.startswith("platform:")
 
 
@@ -119,7 +121,7 @@ async def test_redelivery_with_the_same_delivery_id_is_dropped(cw: Service) -> N
         status, body, _ = await post_webhook(cw, platform, payload("message_created_incoming"), delivery=delivery)
     assert status == 200 and body["status"] == "duplicate"
     assert (await conversation(cw, agent))["customer_messages"] == 1
-    assert len(audit(cw, kind="customer_message")) == 1
+    assert len(await audit(cw, kind="customer_message")) == 1
 
 
 @pytest.mark.parametrize(("name", "status_text", "events"), [
@@ -145,7 +147,7 @@ async def test_status_and_assignee_changes_update_conversation_state(cw: Service
     assert (await conversation(cw, agent))["agent_id"] == "12"
     await post_webhook(cw, platform, payload("conversation_status_changed_resolved"))
     assert (await conversation(cw, agent))["status"] == "closed"
-    events = [r.action for r in audit(cw, kind="conversation_event")]
+    events = [r.action for r in await audit(cw, kind="conversation_event")]
     assert events == ["closed", "assigned"]  # newest first
 
 
@@ -154,7 +156,7 @@ async def test_agent_message_typed_in_chatwoot_is_checked_after_the_fact(cw: Ser
     await post_webhook(cw, platform, payload("message_created_incoming"))
     status, body, _ = await post_webhook(cw, platform, payload("message_created_outgoing_agent"))
     assert status == 200 and body["events"] == ["agent_message"]
-    check = audit(cw, kind="check")
+    check = await audit(cw, kind="check")
     assert len(check) == 1 and list(check[0].rule_ids) == ["t-cant-you-read"]
     assert check[0].details["post_hoc"] is True and check[0].actor == "agent:7"
 
@@ -189,7 +191,7 @@ async def test_timeout_after_chatwoot_stored_the_message_does_not_duplicate(
     await wait_for(delivered, "delivery found on the platform")
     assert len(chatwoot.posted()) == 1
     assert [r["method"] for r in chatwoot.requests] == ["POST", "GET"]
-    record = audit(cw, kind="delivery")[0]
+    record = (await audit(cw, kind="delivery"))[0]
     assert record.details["found_on_platform"] is True
 
 
@@ -204,5 +206,5 @@ async def test_platform_404_is_reported_and_audited_not_retried(cw: Service, cha
     await wait_for(failed, "the failed delivery")
     d = (await conversation(cw, agent))["deliveries"][0]
     assert d["attempts"] == 1 and "404" in d["last_error"]
-    assert len(audit(cw, kind="delivery_failed")) == 1
+    assert len(await audit(cw, kind="delivery_failed")) == 1
     assert len([r for r in chatwoot.requests if r["method"] == "POST"]) == 1
