@@ -19,16 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .api import json_response, note, read_json, tenant_policy
 from .api_check import MAX_TEXT, verdict_json
-from .api_keys import (
-    AUDIT_RELAY,
-    CLOCK,
-    CONVERSATIONS,
-    EVENT_BUS,
-    GUARDS,
-    METRICS,
-    OUTBOX,
-)
-from .audit import AUDIT_STORE, AUDIT_WRITER, AuditEvent
+from .api_keys import CLOCK, CONVERSATIONS, EVENT_BUS, GUARDS, METRICS, OUTBOX
+from .audit import AUDIT_WRITER, AuditEvent
 from .auth import Principal, require_role
 from .config import TenantPolicy
 from .conversations import Conversation
@@ -202,50 +194,34 @@ async def post_reply(request: web.Request) -> web.Response:
     greeting = _greeting(policy, lib, principal, conv, final)
     response = {"status": "accepted", "conversation_id": cid, "outcome": kind, "original": body.text,
                 "verdict": verdict_json(verdict)}
-    # The clock's new deadlines for this reply commit in the reply's own transaction (one fsync,
-    # not a second one after it). Staged now, so nothing may await before the transaction is queued.
+    # The reply, its audit records and the clock's new deadlines commit together (one fsync).
     sent = greeting + final if greeting and policy.greeting_policy != "separate" else final
-    staged = app[EVENT_BUS].stage(ConversationEvent("agent_message", principal.tenant, cid,
-                                                    principal.agent_id or conv.agent_id, sent, now))
+    event = ConversationEvent("agent_message", principal.tenant, cid, principal.agent_id or conv.agent_id, sent, now)
 
-    relay = app[AUDIT_RELAY]
-    prepare = app[AUDIT_STORE].prepare
-
-    def accept(c: sqlite3.Connection) -> tuple[str, Any, int]:
+    def accept(c: sqlite3.Connection) -> tuple[tuple[str, Any], list[AuditEvent] | None]:
         outcome, result = _accept(
             c, conv=conv, principal=principal, text=final, greeting=greeting, greeting_policy=policy.greeting_policy,
             closing_markers=lib.closings.markers, key=body.idempotency_key, request_hash=rhash,
             response=response, now=now)
         if outcome != "accepted":
-            return outcome, result, 0
-        staged.write(c)
-        sent, _, _ = result
-        records = [AuditEvent(**base, kind=kind, final_text=sent["text"], reason=reason, at=now,
-                              details={"outbox_ids": sent["outbox_ids"], "idempotency_key": body.idempotency_key})]
-        if sent["greeting"]:
+            return (outcome, result), None
+        accepted = result[0]
+        records = [AuditEvent(**base, kind=kind, final_text=accepted["text"], reason=reason, at=now,
+                              details={"outbox_ids": accepted["outbox_ids"], "idempotency_key": body.idempotency_key})]
+        if accepted["greeting"]:
             records.append(AuditEvent(tenant=principal.tenant, kind="greeting", actor=principal.actor,
-                                      conversation_id=cid, final_text=sent["greeting"], at=now,
+                                      conversation_id=cid, final_text=accepted["greeting"], at=now,
                                       details={"mode": policy.greeting_policy}))
-        # The audit records commit with the reply (see assist/audit_relay.py): one fsync, not two.
-        return outcome, result, relay.stage(c, [prepare(r) for r in records])
+        return (outcome, result), records
 
-    try:
-        outcome, result, audit_seq = await convs.db.run(accept)
-    except BaseException:
-        staged.aborted()
-        raise
+    outcome, result = await convs.commit_event(event, accept)
     if outcome == "replay":
-        staged.aborted()
         return _replay(result, rhash)
-    relay.committed(audit_seq)
     result, fresh, added = result
     convs.remember(fresh, added)
     app[OUTBOX].wake()
     note(request, "reply.accepted", outcome=kind, action=verdict.action, rules=list(verdict.rule_ids),
          greeting=bool(result["greeting"]), outbox_ids=result["outbox_ids"])
-    # Reply, deadlines and audit records are stored (state.db); only a subscriber that did not
-    # stage is still to hear of it.
-    await staged.committed()
     return json_response(result, status=202)
 
 

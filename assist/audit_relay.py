@@ -39,7 +39,6 @@ __all__ = ["AuditRelay", "drain"]
 log = structlog.get_logger(__name__)
 
 
-
 def _encode(p: Prepared) -> str:
     tenant, values, content_hash, tags = p
     return json.dumps([tenant, list(values), content_hash.hex(), tags], ensure_ascii=False)
@@ -53,6 +52,11 @@ def _decode(text: str) -> Prepared:
 def _pending(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str]]:
     return conn.execute("SELECT seq, record FROM audit_relay WHERE seq > ? ORDER BY seq LIMIT ?",
                         (after, limit)).fetchall()
+
+
+def _append(store: AuditStore, rows: Sequence[tuple[int, str]]) -> int:
+    """Append staged (seq, record) rows to `store`, skipping those it already holds; how many went in."""
+    return len(store.append_prepared([_decode(r) for _, r in rows], relayed=[seq for seq, _ in rows]))
 
 
 def _hold(conn: sqlite3.Connection, seq: int, record: str, error: str, at: float) -> None:
@@ -84,8 +88,8 @@ def drain(conn: sqlite3.Connection, store: AuditStore, *, batch: int = 500) -> i
         if not rows:
             break
         mark = rows[-1][0]
-        moved += len(store.append_prepared([_decode(r[1]) for r in rows], relayed=[r[0] for r in rows]))
-    conn.execute("DELETE FROM audit_relay WHERE seq <= ?", (mark,))
+        moved += _append(store, rows)
+    _forget(conn, mark)
     return moved
 
 
@@ -202,10 +206,8 @@ class AuditRelay:
             self._release()
             return 0
         upto = rows[-1][0]
-        prepared = [_decode(r[1]) for r in rows]
-        seqs = [r[0] for r in rows]
         try:
-            await self._in_pool(lambda: self._store.append_prepared(prepared, relayed=seqs))
+            await self._in_pool(_append, self._store, rows)
         except Exception:
             # One tenant's chain may refuse (AuditIntegrityError after tampering): append the
             # batch record by record so the others go on, and hold the refused ones in state.db.
@@ -218,7 +220,7 @@ class AuditRelay:
     async def _one_by_one(self, rows: list[tuple[int, str]]) -> None:
         for seq, record in rows:
             try:
-                await self._in_pool(lambda: self._store.append_prepared([_decode(record)], relayed=[seq]))
+                await self._in_pool(_append, self._store, [(seq, record)])
             except AuditIntegrityError as err:  # anything else is retried by the relay loop
                 log.error("audit.relay_held", seq=seq, error=str(err))
                 await self._db.run(_hold, seq, record, str(err), time.time())
@@ -233,5 +235,5 @@ class AuditRelay:
                 keep.append((target, fut))
         self._waiters = keep
 
-    async def _in_pool(self, fn: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _in_pool(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

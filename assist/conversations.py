@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import structlog
 
@@ -120,6 +120,7 @@ def _apply(conn: sqlite3.Connection, inbound: InboundEvent) -> None:
 
 
 PostHocCheck = Callable[[InboundEvent], Awaitable[None]]
+T = TypeVar("T")
 _CACHE_SIZE = 10_000
 
 
@@ -209,26 +210,45 @@ class ConversationService:
         if inbound.post_hoc and ev.kind == "agent_message" and self.post_hoc_check is not None:
             # Checked against the history before this message, as if it had been a draft.
             await self.post_hoc_check(inbound)
-        relay = self._relay
-        prepared = [relay.prepare(self._record(inbound, actor=actor))]
-        staged = self._bus.stage(ev)  # nothing awaits between this and queueing the transaction
-
-        def tx(conn: sqlite3.Connection) -> int:
+        def apply(conn: sqlite3.Connection) -> tuple[None, list[AuditEvent]]:
             _apply(conn, inbound)
-            staged.write(conn)
-            return relay.stage(conn, prepared)
+            return None, [self._record(inbound, actor=actor)]
 
         try:
-            seq = await self.db.run(tx)
+            await self.commit_event(ev, apply)
+        finally:
+            self.forget(ev.tenant, ev.conversation_id)
+        log.info("event.received", kind=ev.kind, source=inbound.source, conversation_id=ev.conversation_id,
+                 tenant=ev.tenant, text_len=len(ev.text or ""))
+
+    async def commit_event(self, event: ConversationEvent,
+                           fn: Callable[[sqlite3.Connection], tuple[T, list[AuditEvent] | None]]) -> T:
+        """Run fn(conn) in one state.db transaction with what the event's subscribers stage on the
+        bus (the clock's new deadlines) and the audit records fn returns (staged for the relay):
+        the decision, its record and its deadlines in one commit. fn returns None for the records
+        when nothing happened (an idempotent replay); the event is then dropped. Returns fn's
+        result, once subscribers that did not stage have the event too."""
+        relay = self._relay
+        staged = self._bus.stage(event)  # nothing awaits between this and queueing the transaction
+
+        def tx(conn: sqlite3.Connection) -> tuple[T, int | None]:
+            result, records = fn(conn)
+            if records is None:
+                return result, None
+            staged.write(conn)
+            return result, relay.stage(conn, [relay.prepare(r) for r in records])
+
+        try:
+            result, seq = await self.db.run(tx)
         except BaseException:
             staged.aborted()
             raise
-        finally:
-            self.forget(ev.tenant, ev.conversation_id)
+        if seq is None:
+            staged.aborted()
+            return result
         relay.committed(seq)
-        log.info("event.received", kind=ev.kind, source=inbound.source, conversation_id=ev.conversation_id,
-                 tenant=ev.tenant, text_len=len(ev.text or ""))
         await staged.committed()
+        return result
 
     @staticmethod
     def _record(inbound: InboundEvent, *, actor: str | None) -> AuditEvent:
