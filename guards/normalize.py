@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import opencc
 
-__all__ = ["BOUNDARIES", "HOLE", "Normalized", "fold", "fold_phrase", "normalize"]
+__all__ = ["BOUNDARIES", "HOLE", "PARTICLES", "clause_end", "Normalized", "fold", "fold_phrase", "normalize"]
 
 HOLE = "\x00"
 
@@ -30,6 +30,25 @@ HOLE = "\x00"
 # not one: agents put it between characters (不.知.道) far more often than they end a Chinese
 # sentence with it.
 BOUNDARIES = frozenset(",!?;:。、…\n")
+# Sentence-final particles that soften a clause without changing what it says (不可以的哦~,
+# 真的不行呢, 不行哦亲; 亲 closes a clause as an address): a phrase or pattern that must close
+# its clause may be followed by a few of them.
+PARTICLES = frozenset("的哦喔噢呢哈啦呀啊哟嘛滴捏咯啰噻亲")
+
+
+def clause_end(text: str, end: int) -> int:
+    """Where the clause closes if text[end:] holds only particles up to it, else -1.
+
+    The returned end takes the particles in (the span of 不可以的哦 is the whole of it).
+    """
+    stop = end
+    while stop < len(text) and stop - end < 3 and text[stop] in PARTICLES:
+        stop += 1
+    if stop == len(text) or text[stop] in BOUNDARIES:
+        return stop
+    return -1
+
+
 # Traditional characters that are also valid simplified ones, so OpenCC leaves them alone one
 # character at a time; folding them everywhere is harmless because phrases are folded alike.
 _AMBIGUOUS_T2S = {"覆": "复", "乾": "干", "著": "着", "瞭": "了", "夥": "伙", "藉": "借", "餘": "余", "甚": "什"}

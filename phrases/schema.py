@@ -85,6 +85,9 @@ class Pattern(_Model):
     # clause: the gaps stop at any clause punctuation; sentence: they may cross commas and
     # semicolons (我跟您保证,钱三天内到账) but not a sentence end.
     scope: Literal["clause", "sentence"] = "clause"
+    # The match must close its clause: only softening particles (的, 哦, 呢, 哈, 啦…) may follow
+    # before the clause punctuation or the end ("退差价不可以的哦~"); the span takes them in.
+    ends_clause: bool = False
 
     @field_validator("groups")
     @classmethod

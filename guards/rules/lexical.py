@@ -17,7 +17,7 @@ from phrases.schema import Context as Allow, Rule, SharedContext
 
 from ..context import CONTEXT_CLAUSE_ENDS, QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
 from ..model import Violation
-from ..normalize import BOUNDARIES, Normalized, codes, fold_phrase, from_codes
+from ..normalize import BOUNDARIES, Normalized, clause_end, codes, fold_phrase, from_codes
 from ..phonetic import close_enough, pinyin_view
 from .lexical_index import Key, build_index
 
@@ -132,8 +132,9 @@ class LexicalRules:
                         continue
                     if k.kind == "pinyin" and not self._word_bounded(text, start, stop):
                         continue
-                    if self._anchored(k, text, start, stop):
-                        found.setdefault((k.rule, start, stop), kind)
+                    end = self._anchored(k, text, start, stop)
+                    if end >= 0:
+                        found.setdefault((k.rule, start, end), kind)
         self._pattern_candidates(text, anchored, windows, found)
         if fuzzy:
             self._fuzzy_candidates(text, fuzzy, found)
@@ -211,8 +212,9 @@ class LexicalRules:
                     continue
                 if letters == stop - start and letters < 7:
                     continue  # short all-Latin strings occur inside ordinary words and ids
-                if (k.rule, start, stop) not in found and self._anchored(k, text, start, stop):
-                    found[(k.rule, start, stop)] = "mixed pinyin"
+                end = self._anchored(k, text, start, stop)
+                if end >= 0 and (k.rule, start, end) not in found:
+                    found[(k.rule, start, end)] = "mixed pinyin"
 
     @staticmethod
     def _word_bounded(text: str, start: int, end: int) -> bool:
@@ -221,12 +223,14 @@ class LexicalRules:
         return not (start > 0 and _ASCII_WORD.match(text[start - 1]))
 
     @staticmethod
-    def _anchored(k: Key, text: str, start: int, end: int) -> bool:
+    def _anchored(k: Key, text: str, start: int, end: int) -> int:
+        """The hit's end if its anchors hold, else -1. A key that must close its clause may be
+        followed by softening particles (不可以的哦); its end then takes them in."""
         if k.at_start and start > 0 and text[start - 1] not in BOUNDARIES:
-            return False
-        if k.at_end and end < len(text) and text[end] not in BOUNDARIES and text[end - 1] not in BOUNDARIES:
-            return False
-        return True
+            return -1
+        if k.at_end and text[end - 1] not in BOUNDARIES:
+            return clause_end(text, end)
+        return end
 
     def allowed(self, ri: int, draft: Normalized, start: int, end: int) -> bool:
         """True when the context clears the candidate text[start:end] of rule `ri`."""

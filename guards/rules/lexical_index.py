@@ -23,12 +23,15 @@ from phrases.schema import Rule
 
 from ..errors import RuleConfigError
 from ..context import SENTENCE_ENDS
-from ..normalize import BOUNDARIES, char_class, fold_phrase
+from ..normalize import BOUNDARIES, PARTICLES, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, sound_of, syllables, typed_pinyin
 
 __all__ = ["Automaton", "Index", "Key", "Wake", "build_index"]
 
+_B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
+# Up to three softening particles, then clause punctuation or the end of the draft.
+_CLAUSE_END = "[" + re.escape("".join(sorted(PARTICLES))) + "]{0,3}(?=" + _B + "|$)"
 _SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
 
 
@@ -130,7 +133,7 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
     wakes: list[tuple[str, Wake]] = []
     hints: list[tuple[str, int]] = []
     mixed: dict[str, list[Key]] = {}
-    grouped: list[tuple[list[list[str]], int]] = []  # each pattern's folded groups and gap
+    grouped: list[tuple[list[list[str]], int, bool]] = []  # each pattern's folded groups, gap, ends_clause
     index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
     for ri, rule in enumerate(rules):
         for kind, items in (("phrase", rule.phrases), ("variant", rule.variants)):
@@ -160,14 +163,17 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
             if any(not g for g in groups):
                 raise RuleConfigError(f"rule '{rule.id}': a pattern group is empty once normalised")
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
-            regex = re.compile(gap.join("(?:" + "|".join(map(_word_regex, g)) + ")" for g in groups))
+            body = gap.join("(?:" + "|".join(map(_word_regex, g)) + ")" for g in groups)
+            if pattern.ends_clause:
+                body += _CLAUSE_END
+            regex = re.compile(body)
             index.patterns.append((ri, regex))
-            grouped.append((groups, pattern.max_gap))
+            grouped.append((groups, pattern.max_gap, pattern.ends_clause))
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])
     table = index.table
     commonness = _commonness(reference + "\n" + "\n".join(m for r in rules for m in r.examples.miss), table)
-    for pi, (groups, max_gap) in enumerate(grouped):
+    for pi, (groups, max_gap, ends_clause) in enumerate(grouped):
         # The rarest group wakes the regex, so common words like 我 or 看 do not wake it on
         # every draft; and the regex then runs only in the window around the woken word
         # where a match holding it can lie, not over the whole draft.
@@ -175,6 +181,10 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
         reach = [max(map(len, g)) for g in groups]
         before = sum(reach[:a]) + a * max_gap
         after = sum(reach[a + 1 :]) + (len(groups) - 1 - a) * max_gap
+        if ends_clause:
+            # The particles, and one more character: the regex must see what follows the
+            # match (a window's end would pass for the end of the draft).
+            after += 4
         wakes += [(word, Wake(pi, before, after)) for word in groups[a]]
     if table:
         # A small table is applied by a regex that visits only the same-sounding characters; a

@@ -1,22 +1,29 @@
 """The same wording again (spec 1 `repetition`, seeds 000/002: 重复话术 feels perfunctory).
 
 Compares the draft with the agent's earlier messages of the conversation in the matching view
-(so spacing or punctuation changes do not hide a copy) with rapidfuzz.
+(so spacing or punctuation changes do not hide a copy) with rapidfuzz, and the draft's own
+sentences with each other: the same sentence sent twice in one reply is as mechanical.
 """
 
 from __future__ import annotations
+
+import re
 
 from rapidfuzz import fuzz
 
 from phrases.schema import Library, Rule
 
-from ..context import Context
+from ..context import SENTENCE_ENDS, Context
 from ..errors import RuleConfigError
 from ..model import Violation
 from ..normalize import Normalized, fold_phrase
 from .base import violation
 
 __all__ = ["Repetition"]
+
+# A sentence: a run of text up to and including its end marks ("?" too: the closing question).
+_SENTENCE = re.compile("[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]+[" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]*")
+_STRIP = re.compile("[" + re.escape("".join(sorted(SENTENCE_ENDS | set(",;:、")))) + "]")
 
 
 class Repetition:
@@ -38,8 +45,11 @@ class Repetition:
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         text = draft.text
-        if len(text) < self.min_length or not ctx.agent_texts or text in self._standard:
+        if len(text) < self.min_length:
             return []
+        found = self._within(draft)
+        if found or not ctx.agent_texts or text in self._standard:
+            return found
         for earlier in ctx.agent_texts:
             score = fuzz.ratio(text, fold_phrase(earlier), score_cutoff=self.similarity)
             if score:
@@ -51,4 +61,20 @@ class Repetition:
                         f"repeats an earlier reply of this conversation ({score:.0f}% alike)",
                     )
                 ]
+        return []
+
+    def _within(self, draft: Normalized) -> list[Violation]:
+        """A sentence of the draft said again later in the same draft (its second copy)."""
+        text = draft.text
+        if len(text) < 2 * self.min_length:
+            return []
+        seen: list[str] = []
+        for m in _SENTENCE.finditer(text):
+            body = _STRIP.sub("", m.group())
+            if len(body) < self.min_length:
+                continue
+            if any(fuzz.ratio(body, earlier, score_cutoff=self.similarity) for earlier in seen):
+                start, end = draft.span(m.start(), m.end())
+                return [violation(self.rule, draft, start, end, "says the same sentence twice in one reply")]
+            seen.append(body)
         return []

@@ -337,3 +337,34 @@ def test_detectors_run_only_when_triggered(monkeypatch):
     asked.clear()
     assert guard.check("请您稍等五分钟").action == "warn"
     assert asked == ["wait_promise"]
+
+
+def test_clause_final_phrase_may_carry_particles(tmp_path):
+    # ^…$ phrases fill their clause; softening particles after them do not hide them, and the
+    # reported span takes the particles in.
+    g = _one_rule_guard(tmp_path, category="forbidden_phrase", phrases=["^不行$"])
+    for text, span in [("不行", "不行"), ("亲,不行的哦~", "不行的哦"), ("不行呀亲。", "不行呀亲")]:
+        (hit,) = g.check(text).violations
+        assert hit.matched == span, text
+    assert g.check("不行的话可以换货。").action == "pass"
+    assert g.check("不行呀这个颜色。").action == "pass"
+
+
+def test_pattern_that_ends_its_clause(tmp_path):
+    pattern = {"groups": [["不可以", "不行"]], "max_gap": 0, "ends_clause": True}
+    g = _one_rule_guard(tmp_path, category="forbidden_phrase", patterns=[pattern])
+    for text, span in [("退差价不可以的哦~", "不可以的哦"), ("改地址不行呢亲,抱歉", "不行呢亲"), ("不行", "不行")]:
+        (hit,) = g.check(text).violations
+        assert hit.matched == span, text
+    assert g.check("不可以使用优惠券哦。").action == "pass"
+    assert g.check("不行的话可以换货。").action == "pass"
+    # The window the pattern runs in must not pass for the end of the draft.
+    long = "您好," + "这个不行" + "的呀哦呢款式我们再看看。"
+    assert g.check(long).action == "pass"
+
+
+def test_the_same_sentence_twice_in_one_reply(mini):
+    twice = "您的问题我们已经记录了。您的问题我们已经记录了。"
+    assert "rep" in mini.check(twice).rule_ids
+    assert "rep" not in mini.check("您的问题我们已经记录了。稍后会有专人联系您。").rule_ids
+    assert "rep" not in mini.check("好的。好的。").rule_ids  # too short to read as a copied script
