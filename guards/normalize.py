@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import opencc
 
-__all__ = ["BOUNDARIES", "HOLE", "PARTICLES", "clause_end", "Normalized", "fold", "fold_phrase", "normalize"]
+__all__ = ["BOUNDARIES", "HOLE", "PARTICLES", "Normalized", "clause_end", "fold", "fold_phrase", "normalize"]
 
 HOLE = "\x00"
 
