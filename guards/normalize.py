@@ -31,9 +31,9 @@ HOLE = "\x00"
 # sentence with it.
 BOUNDARIES = frozenset(",!?;:。、…\n")
 # Sentence-final particles that soften a clause without changing what it says (不可以的哦~,
-# 真的不行呢, 不行哦亲; 亲 closes a clause as an address): a phrase or pattern that must close
+# 真的不行呢, 不行哦亲, 没门儿; 亲 closes a clause as an address): a phrase or pattern that must close
 # its clause may be followed by a few of them.
-PARTICLES = frozenset("的哦喔噢呢哈啦呀啊哟嘛滴捏咯啰噻亲")
+PARTICLES = frozenset("的哦喔噢呢哈啦呀啊哟嘛滴捏咯啰噻亲儿")
 
 
 def clause_end(text: str, end: int) -> int:

@@ -23,6 +23,8 @@ __all__ = ["Repetition"]
 
 # A sentence: a run of text up to and including its end marks ("?" too: the closing question).
 _SENTENCE = re.compile("[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]+[" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]*")
+# A short sentence (好的。) may come twice; said three times it is a copied script.
+_SHORT = 4
 _STRIP = re.compile("[" + re.escape("".join(sorted(SENTENCE_ENDS | set(",;:、")))) + "]")
 
 
@@ -64,17 +66,24 @@ class Repetition:
         return []
 
     def _within(self, draft: Normalized) -> list[Violation]:
-        """A sentence of the draft said again later in the same draft (its second copy)."""
+        """A sentence of the draft said again later in the same draft (its last copy): twice for a
+        sentence of min_length or more, three times for a short one (亲，请耐心等待。×3)."""
         text = draft.text
-        if len(text) < 2 * self.min_length:
+        if len(text) < 2 * _SHORT:
             return []
-        seen: list[str] = []
+        seen: list[tuple[str, int]] = []
         for m in _SENTENCE.finditer(text):
             body = _STRIP.sub("", m.group())
-            if len(body) < self.min_length:
+            if len(body) < _SHORT:
                 continue
-            if any(fuzz.ratio(body, earlier, score_cutoff=self.similarity) for earlier in seen):
-                start, end = draft.span(m.start(), m.end())
-                return [violation(self.rule, draft, start, end, "says the same sentence twice in one reply")]
-            seen.append(body)
+            for i, (earlier, count) in enumerate(seen):
+                if body == earlier or fuzz.ratio(body, earlier, score_cutoff=self.similarity):
+                    count += 1
+                    seen[i] = (earlier, count)
+                    if count >= (2 if len(body) >= self.min_length else 3):
+                        start, end = draft.span(m.start(), m.end())
+                        return [violation(self.rule, draft, start, end, f"says the same sentence {count} times in one reply")]
+                    break
+            else:
+                seen.append((body, 1))
         return []

@@ -368,3 +368,5 @@ def test_the_same_sentence_twice_in_one_reply(mini):
     assert "rep" in mini.check(twice).rule_ids
     assert "rep" not in mini.check("您的问题我们已经记录了。稍后会有专人联系您。").rule_ids
     assert "rep" not in mini.check("好的。好的。").rule_ids  # too short to read as a copied script
+    assert "rep" not in mini.check("请耐心等待。请耐心等待。").rule_ids
+    assert "rep" in mini.check("请耐心等待。请耐心等待。请耐心等待。").rule_ids
