@@ -56,7 +56,11 @@ def make_drafts(n: int, rng: random.Random) -> list[str]:
     for i in range(n):
         parts: list[str] = []
         while sum(map(len, parts)) < 200:
-            parts.append(rng.choice(good))
+            # Distinct rows: a reply that pastes the same sentence twice is a repetition finding,
+            # not an ordinary draft.
+            row = rng.choice(good)
+            if row not in parts:
+                parts.append(row)
         if i % 4 == 0:
             parts.insert(rng.randrange(len(parts)), rng.choice(bad))
         drafts.append("".join(parts)[:200])

@@ -102,15 +102,13 @@ class LexicalRules:
                 if triggers and triggered is not None:
                     triggered.update(triggers)
                 if words:
-                    seg = text[start:stop]
-                    for word, woken in words:
-                        if seg != word:
-                            continue
-                        for w in woken:
-                            if not w.before:
-                                # The woken group opens the pattern: a match starts right here.
-                                anchored.append((w.pattern, start, stop + w.after))
-                                continue
+                    woken = words.get(text[start:stop])
+                    if woken is not None:
+                        opening, around = woken
+                        for pattern, after in opening:
+                            # The woken group opens the pattern: a match starts right here.
+                            anchored.append((pattern, start, stop + after))
+                        for w in around:
                             lo, hi = start - w.before, stop + w.after
                             seen = windows.get(w.pattern)
                             if seen is None:

@@ -122,6 +122,12 @@ def _commonness(reference: str, table: dict[int, str]) -> Callable[[list[str]], 
     return score
 
 
+def _split_wakes(wakes: list[Wake]) -> tuple[tuple[tuple[int, int], ...], tuple[Wake, ...]]:
+    """(pattern, after) of the wakes whose group opens the pattern (a match starts at the word),
+    and the wakes that must search a window around it: told apart once, not at every hit."""
+    return tuple((w.pattern, w.after) for w in wakes if not w.before), tuple(w for w in wakes if w.before)
+
+
 def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, tuple[str, ...]] | None = None) -> Index:
     """Compile every lexical rule; raise RuleConfigError on a phrase that normalises to nothing.
 
@@ -193,9 +199,10 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
         dense = np.arange(0x10000, dtype=np.uint16)
         dense[list(table)] = [ord(rep) for rep in table.values()]
         index.dense = dense
-    # Per key: direct hits, the patterns it wakes, the fuzzy phrases it hints at, and the
-    # detectors it triggers. The automaton runs over the homophone-folded view but patterns
-    # match the plain text, so a key's wakes are kept per plain word: a hit wakes a pattern only
+    # Per key: direct hits, the patterns it wakes (by plain word: anchored, windowed), the fuzzy
+    # phrases it hints at, and the detectors it triggers. The automaton runs over the
+    # homophone-folded view but patterns match the plain text, so a key's wakes are kept per
+    # plain word: a hit wakes a pattern only
     # where the plain text is the word itself (订 folds onto 定; a pattern waiting for 定 has
     # nothing to find at 订单). Triggers need no such test: a same-sounding hit only runs a
     # detector for nothing.
@@ -215,7 +222,7 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
             entry(word)[3].add(di)
     index.automaton = _automaton(
         {
-            k: (tuple(d), tuple((word, tuple(ws)) for word, ws in w.items()), tuple(h), tuple(sorted(t)))
+            k: (tuple(d), {word: _split_wakes(ws) for word, ws in w.items()} or None, tuple(h), tuple(sorted(t)))
             for k, (d, w, h, t) in entries.items()
         }
     )
