@@ -19,7 +19,7 @@ from ..context import CONTEXT_CLAUSE_ENDS, QUOTES, SENTENCE_ENDS, Context, claus
 from ..model import Violation
 from ..normalize import BOUNDARIES, Normalized, clause_end, codes, fold_phrase, from_codes
 from ..phonetic import close_enough, pinyin_view
-from .lexical_index import Key, build_index
+from .lexical_index import RESPELL, Key, build_index
 
 __all__ = ["LexicalRules"]
 
@@ -84,7 +84,9 @@ class LexicalRules:
         table = ix.table
         return ix.sounds.sub(lambda m: table[ord(m.group())], text)
 
-    def candidates(self, draft: Normalized, triggered: set[int] | None = None) -> list[tuple[int, int, int, str]]:
+    def candidates(
+        self, draft: Normalized, triggered: set[int] | None = None, *, respelling: bool = False
+    ) -> list[tuple[int, int, int, str]]:
         """(rule index, start, end, kind) in the matching view, before context is applied.
 
         The numbers of the detectors whose trigger words were seen are added to `triggered`.
@@ -136,8 +138,10 @@ class LexicalRules:
         self._pattern_candidates(text, anchored, windows, found)
         if fuzzy:
             self._fuzzy_candidates(text, fuzzy, found)
-        if ix.mixed is not None and _LETTERS.search(text):
-            self._mixed_candidates(text, found)
+        if ix.mixed is not None and not respelling and _LETTERS.search(text):
+            respelled = self._mixed_candidates(text, found)
+            if respelled:
+                self._respelled(text, respelled, found, triggered)
         return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
 
     def _pattern_candidates(
@@ -172,12 +176,14 @@ class LexicalRules:
             if al is not None and al.dest_end > al.dest_start:
                 found.setdefault((ri, al.dest_start, al.dest_end), "fuzzy")
 
-    def _mixed_candidates(self, text: str, found: dict[tuple[int, int, int], str]) -> None:
+    def _mixed_candidates(self, text: str, found: dict[tuple[int, int, int], str]) -> list[tuple[int, int, str]]:
         """Phrases spelled partly in pinyin (不qing楚, 你这话shenme意思), matched in pinyin.
 
         Only the stretches around Latin runs are spelled out: a phrase of up to 12 characters
-        that holds typed letters lies within 12 characters of them.
+        that holds typed letters lies within 12 characters of them. Returns the pattern words
+        found typed that way (start, end, word), for `_respelled`.
         """
+        respelled: list[tuple[int, int, str]] = []
         windows: list[list[int]] = []
         syllables = self._index.syllables
         for m in _LATIN_RUN.finditer(text):
@@ -192,9 +198,41 @@ class LexicalRules:
             else:
                 windows.append([lo, hi])
         for lo, hi in windows:
-            self._mixed_window(text, lo, hi, found)
+            self._mixed_window(text, lo, hi, found, respelled)
+        return respelled
 
-    def _mixed_window(self, text: str, lo: int, hi: int, found: dict[tuple[int, int, int], str]) -> None:
+    def _respelled(
+        self, text: str, respelled: list[tuple[int, int, str]], found: dict[tuple[int, int, int], str],
+        triggered: set[int] | None,
+    ) -> None:
+        """Run the rules again over the draft with its pinyin-typed pattern words spelled in
+        Chinese (她的手ji号 → 她的手机号), keeping what involves a respelled word."""
+        chosen: list[tuple[int, int, str]] = []
+        for start, stop, word in sorted(respelled, key=lambda r: (r[0], r[0] - r[1])):
+            if not chosen or start >= chosen[-1][1]:
+                chosen.append((start, stop, word))
+        parts: list[str] = []
+        starts: list[int] = []  # per character of the respelled text: its start and end in `text`
+        ends: list[int] = []
+        pos = 0
+        for start, stop, word in chosen:
+            parts += [text[pos:start], word]
+            starts += [*range(pos, start), *[start] * len(word)]
+            ends += [*range(pos + 1, start + 1), *[stop] * len(word)]
+            pos = stop
+        parts.append(text[pos:])
+        starts += range(pos, len(text))
+        ends += range(pos + 1, len(text) + 1)
+        fixed = "".join(parts)
+        view = Normalized(original=fixed, folded=fixed, text=fixed)
+        for ri, s, e, _ in self.candidates(view, triggered, respelling=True):
+            start, end = starts[s], ends[e - 1]
+            if any(a < end and start < b for a, b, _ in chosen):
+                found.setdefault((ri, start, end), "mixed pinyin")
+
+    def _mixed_window(
+        self, text: str, lo: int, hi: int, found: dict[tuple[int, int, int], str], respelled: list[tuple[int, int, str]]
+    ) -> None:
         view, origin, starts = pinyin_view(text[lo:hi], lo)
         assert self._index.mixed is not None
         values = self._index.mixed.values
@@ -207,6 +245,12 @@ class LexicalRules:
                 start, stop = origin[vs], origin[ve - 1] + 1
                 letters = sum("a" <= c <= "z" for c in text[start:stop])
                 if not letters or not self._word_bounded(text, start, stop):
+                    continue
+                if k.rule == RESPELL:
+                    # A pattern word: respelled only where letters stand for part of it, or a
+                    # whole word of 5+ letters (yiding); shorter all-Latin runs are ids and words.
+                    if letters < stop - start or letters >= 5:
+                        respelled.append((start, stop, k.plain))
                     continue
                 if letters == stop - start and letters < 7:
                     continue  # short all-Latin strings occur inside ordinary words and ids

@@ -26,7 +26,7 @@ from ..context import SENTENCE_ENDS
 from ..normalize import BOUNDARIES, PARTICLES, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, sound_of, syllables, typed_pinyin
 
-__all__ = ["Automaton", "Index", "Key", "Wake", "build_index"]
+__all__ = ["RESPELL", "Automaton", "Index", "Key", "Wake", "build_index"]
 
 _B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
@@ -35,12 +35,16 @@ _CLAUSE_END = "[" + re.escape("".join(sorted(PARTICLES))) + "]{0,3}(?=" + _B + "
 _SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
 
 
+# The rule number of a mixed-pinyin key that stands for a pattern word, not a rule's phrase.
+RESPELL = -1
+
+
 @dataclass(frozen=True, slots=True)
 class Key:
     """One way a rule can match at a hit of the automaton."""
 
     rule: int
-    kind: str  # phrase | variant | pinyin | mixed pinyin
+    kind: str  # phrase | variant | pinyin | mixed pinyin | word (RESPELL)
     plain: str = ""  # the key before homophone folding: a hit equal to it is exact
     phonetic: bool = False  # a same-sounding hit counts too
     at_start: bool = False
@@ -174,6 +178,13 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
                 body += _CLAUSE_END
             regex = re.compile(body)
             index.patterns.append((ri, regex))
+            # A group word typed partly or wholly in pinyin (手ji号, yi ding) is spelled back
+            # in Chinese before the patterns run again (see LexicalRules._respelled).
+            for word in {w for g in groups for w in g}:
+                spelled = full_pinyin(word)
+                if spelled and not any(k.rule == RESPELL and k.plain == word for k in mixed.get(spelled, ())):
+                    mixed.setdefault(spelled, []).append(Key(RESPELL, "word", word))
+                    index.syllables.update(syllables(word))
             grouped.append((groups, pattern.max_gap, pattern.ends_clause))
 
     index.table = homophone_table([k.plain for _, k in keys if k.phonetic])

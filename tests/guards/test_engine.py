@@ -370,3 +370,18 @@ def test_the_same_sentence_twice_in_one_reply(mini):
     assert "rep" not in mini.check("好的。好的。").rule_ids  # too short to read as a copied script
     assert "rep" not in mini.check("请耐心等待。请耐心等待。").rule_ids
     assert "rep" in mini.check("请耐心等待。请耐心等待。请耐心等待。").rule_ids
+
+
+def test_pattern_words_typed_in_pinyin_are_respelled(tmp_path):
+    pattern = {"groups": [["投诉"], ["一定", "肯定"], ["成功", "通过"]], "max_gap": 2}
+    g = _one_rule_guard(tmp_path, category="over_promise", patterns=[pattern])
+    for text, span in [
+        ("您的投诉yi ding成功", "投诉yi ding成功"),  # a whole word in pinyin, spaced
+        ("投诉肯定cheng功", "投诉肯定cheng功"),  # one character of a word
+        ("投 诉 YIDING 成功!", "投 诉 YIDING 成功"),  # evasions mixed
+    ]:
+        (hit,) = g.check(text).violations
+        assert hit.matched == span, text
+    # Short all-Latin runs are ids and words, not pinyin: "yd" is not respelled as 一定.
+    assert g.check("投诉yd成功").action == "pass"
+    assert g.check("您的投诉已经提交成功,单号ts2024。").action == "pass"
