@@ -20,6 +20,9 @@ __all__ = ["RepeatClosing"]
 
 # What makes a customer message a new question rather than an acknowledgement.
 _CONTENT = re.compile(r"[\w]")
+# A customer message of this many word characters tells something, unless it acknowledges.
+_REPORT = 8
+_ACK = re.compile(r"没有了|没有其他|没别的|没事了|谢谢|感谢|好的|知道了|明白了|可以了|行了|ok|嗯|拜拜|再见")
 _QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可不可以|可以.{0,6}吗|是否|还有|想问|请问|问一下|咨询")
 
 
@@ -67,10 +70,17 @@ class RepeatClosing:
             return not answered or (before == "question" and kind == "question")
         return False
 
-    def _unanswered_question(self, ctx: Context) -> bool:
-        """True when the customer's last message is a question the draft would leave unanswered."""
+    def _unanswered(self, ctx: Context) -> bool:
+        """True when the customer's last message asks or reports something (a question, or a
+        problem told in a sentence: 我想换成周六的课,但APP上点不动) that a bare closing leaves
+        unanswered; an acknowledgement (好的, 没有了谢谢) wants no answer."""
         last = ctx.history[-1] if ctx.history else None
-        return last is not None and last.role == "customer" and bool(_QUESTION.search(fold_phrase(last.text)))
+        if last is None or last.role != "customer":
+            return False
+        text = fold_phrase(last.text)
+        if _QUESTION.search(text):
+            return True
+        return len(_CONTENT.findall(text)) >= _REPORT and not _ACK.search(text)
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         if not ctx.history:
@@ -79,7 +89,7 @@ class RepeatClosing:
         if kind is None:
             return []
         # A bare closing in reply to a fresh question shows the customer out instead of answering.
-        ignoring = self._unanswered_question(ctx) and self._only_closing(draft.text)
+        ignoring = self._unanswered(ctx) and self._only_closing(draft.text)
         if not ignoring and not (ctx.agent_texts and self._hurried(kind, ctx)):
             return []
         start, end = 0, len(draft.original.rstrip())

@@ -153,3 +153,50 @@ def test_false_positive_rate_stays_under_the_ceiling(result: dict[str, Any], kin
     got = result["kinds"][kind]["fp_rate"]
     fps = [f for f in result["false_positives"] if f["kind"] == kind]
     assert got <= FP_CEILING[kind], f"{kind} rewrite/block rate {got:.3f} > {FP_CEILING[kind]}\n{_listing(fps)}"
+
+
+# --- the blind sets: no rule change may lose what they catch ------------------------------------
+
+# Rows caught (direct, evasion, paraphrase) per blind set with the current library. The first-run
+# figures are in README; these are the figures after the rules each set asked for, so a change
+# that loses a row, or rewrites or blocks any of their 700 good replies, fails here.
+BLIND = CORPUS / "blind"
+BLIND_CAUGHT = {
+    "2026-11-28-b.jsonl": (50, 30, 49),
+    "2026-11-28-c.jsonl": (50, 30, 50),
+    "2026-11-28-d.jsonl": (50, 30, 50),
+    "2026-11-28.jsonl": (50, 29, 45),
+    "2026-11-29-e.jsonl": (49, 29, 41),
+    "2026-11-29-f.jsonl": (50, 30, 50),
+    "2026-11-29-g.jsonl": (50, 30, 49),
+    "2026-11-29-h.jsonl": (49, 30, 49),
+    "2026-11-29-i.jsonl": (50, 30, 50),
+    "2026-11-29-j.jsonl": (47, 29, 48),
+    "2026-11-29-k.jsonl": (45, 27, 44),
+    "2026-11-29-l.jsonl": (47, 30, 44),
+}
+
+
+@pytest.fixture(scope="module")
+def blind_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    guard = guards.Guard(phrases.load_library())
+    out = {}
+    for path in sorted(BLIND.glob("*.jsonl")):
+        one = tmp_path_factory.mktemp(path.stem)
+        (one / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        out[path.name] = quality.evaluate(guard, quality.load_corpus(one))
+    return out
+
+
+def test_every_blind_set_has_floors(blind_results: dict[str, dict[str, Any]]) -> None:
+    assert sorted(blind_results) == sorted(BLIND_CAUGHT), "a new blind set needs its row in BLIND_CAUGHT"
+
+
+@pytest.mark.parametrize("name", sorted(BLIND_CAUGHT))
+def test_blind_set_keeps_what_it_catches(blind_results: dict[str, dict[str, Any]], name: str) -> None:
+    result = blind_results[name]
+    kinds = result["kinds"]
+    caught = tuple(kinds[k]["caught"] for k in ("direct", "evasion", "paraphrase"))
+    misses = _listing(result["misses"])
+    assert all(c >= f for c, f in zip(caught, BLIND_CAUGHT[name])), f"{name}: {caught} < {BLIND_CAUGHT[name]}\n{misses}"
+    assert not result["false_positives"], f"{name}: false positives\n{_listing(result['false_positives'])}"
