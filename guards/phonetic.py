@@ -71,10 +71,14 @@ def typed_pinyin(phrase: str) -> str | None:
 
 
 def close_enough(found: str, phrase: str) -> bool:
-    """True when a same-sounding hit keeps most of the phrase's own characters."""
+    """True when a same-sounding hit keeps most of the phrase's own characters.
+
+    A substitution made consistently counts once: 爱麦不麦 for 爱买不买 swaps one character,
+    typed twice.
+    """
     if len(found) != len(phrase):
         return False
-    differing = sum(1 for a, b in zip(found, phrase) if a != b)
+    differing = len({(a, b) for a, b in zip(found, phrase) if a != b})
     return differing <= max(1, len(phrase) // 3)
 
 

@@ -21,12 +21,15 @@ from .base import violation
 
 __all__ = ["Repetition"]
 
-# A sentence: a run of text up to and including its end marks ("?" too: the closing question).
-_END_MARKS = "".join(sorted(SENTENCE_ENDS))
-_SENTENCE = re.compile("[^" + re.escape(_END_MARKS) + "]+[" + re.escape(_END_MARKS) + "]*")
-_OTHER_ENDS = _END_MARKS.replace("。", "")
+# A sentence: a run of text up to and including its end marks ("?" too: the closing question);
+# a semicolon ends one here too (已为您催件;已为您催件). A clause also ends at a comma.
+_SENTENCE_MARKS = "".join(sorted(SENTENCE_ENDS | {";"}))
+_MARKS = "".join(sorted(SENTENCE_ENDS | {";", ","}))
+_SENTENCE = re.compile("[^" + re.escape(_SENTENCE_MARKS) + "]+[" + re.escape(_SENTENCE_MARKS) + "]*")
+_CLAUSE = re.compile("[^" + re.escape(_MARKS) + "]+[" + re.escape(_MARKS) + "]*")
+_OTHER_MARKS = _MARKS.replace("。", "")
 # Clause marks inside a sentence do not make it another sentence (亲,请耐心等待 = 亲请耐心等待).
-_INNER = re.compile("[,;:、]")
+_INNER = re.compile("[,:、]")
 # A short sentence (好的。) may come twice; said three times it is a copied script.
 _SHORT = 4
 
@@ -69,12 +72,13 @@ class Repetition:
         return []
 
     def _within(self, draft: Normalized) -> list[Violation]:
-        """A sentence of the draft said again later in the same draft (its last copy): twice for a
-        sentence of min_length or more, three times for a short one (亲，请耐心等待。×3).
+        """The same sentence said again in one draft: twice for a sentence of min_length or more,
+        three times for a short one (亲，请耐心等待。×3); a clause said three times counts too
+        (您反映的问题已收悉，您反映的问题已收悉，…). Reports the last copy.
 
         Copies, not near copies: within one reply a sentence said again is pasted, and comparing
         every pair of sentences would cost more than the rest of the guard. One split of the
-        whole draft says whether any sentence repeats at all; only then are the sentences walked for
+        whole draft says whether any clause repeats at all; only then are the pieces walked for
         the span.
         """
         text = draft.text
@@ -82,7 +86,7 @@ class Repetition:
             return []
         # str.replace and split, not a regex: sre walks a CJK draft several times slower.
         flat = text
-        for mark in _OTHER_ENDS:
+        for mark in _OTHER_MARKS:
             if mark in flat:
                 flat = flat.replace(mark, "。")
         pieces = flat.split("。")
@@ -90,13 +94,21 @@ class Repetition:
         distinct.discard("")
         if len(distinct) == len(pieces) - pieces.count(""):
             return []
-        counts: dict[str, int] = {}
-        for m in _SENTENCE.finditer(text):
-            body = _INNER.sub("", m.group()).rstrip(_END_MARKS)
-            if len(body) < _SHORT:
-                continue
-            count = counts[body] = counts.get(body, 0) + 1
-            if count >= (2 if len(body) >= self.min_length else 3):
-                start, end = draft.span(m.start(), m.end())
-                return [violation(self.rule, draft, start, end, f"says the same sentence {count} times in one reply")]
+        for finder, needs in ((_SENTENCE, self._sentence_copies), (_CLAUSE, _clause_copies)):
+            counts: dict[str, int] = {}
+            for m in finder.finditer(text):
+                body = _INNER.sub("", m.group()).rstrip(_MARKS)
+                if len(body) < _SHORT:
+                    continue
+                count = counts[body] = counts.get(body, 0) + 1
+                if count >= needs(body):
+                    start, end = draft.span(m.start(), m.end())
+                    return [violation(self.rule, draft, start, end, f"says the same words {count} times in one reply")]
         return []
+
+    def _sentence_copies(self, body: str) -> int:
+        return 2 if len(body) >= self.min_length else 3
+
+
+def _clause_copies(body: str) -> int:
+    return 3
