@@ -146,12 +146,18 @@ def from_codes(a: np.ndarray) -> str:
     return a.tobytes().decode("utf-16-le")
 
 
+_REPEAT = re.compile(r"(.)\1", re.S)
+
+
 def _runs(text: str) -> list[tuple[int, int]]:
     """[start, end) of each run of one character repeated (不知知道 → the 知知), for collapsing.
 
     Digits are never collapsed: 400 and 40 are different numbers, not an evasion. One vector
     comparison finds the repeats; drafts hold few, so the rest is cheap Python.
     """
+    if len(text) < 100 and _REPEAT.search(text) is None:
+        # Most short drafts repeat nothing; one regex search says so for less than numpy's call.
+        return []
     a = codes(text)
     runs: list[tuple[int, int]] = []
     for i in np.flatnonzero(a[1:] == a[:-1]).tolist():

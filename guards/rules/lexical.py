@@ -26,6 +26,8 @@ __all__ = ["LexicalRules"]
 _ASCII_WORD = re.compile(r"[a-z0-9]")
 _LETTERS = re.compile(r"[a-z]{2}")
 _LATIN_RUN = re.compile(r"[a-z]+")
+# Below this length per-character Python or regex work beats numpy's fixed cost per call.
+_SHORT_DRAFT = 64
 _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
@@ -79,8 +81,12 @@ class LexicalRules:
         ix = self._index
         if ix.sounds is None or not ix.sounds.search(text):
             return text
-        if len(ix.table) > 3000 and ix.dense is not None:
+        if len(ix.table) > 3000 and ix.dense is not None and len(text) >= _SHORT_DRAFT:
+            # One gather over the code points; a short draft pays less for str.translate than
+            # for numpy's fixed cost per call.
             return from_codes(ix.dense.take(codes(text)))
+        if len(text) < _SHORT_DRAFT:
+            return text.translate(ix.table)
         table = ix.table
         return ix.sounds.sub(lambda m: table[ord(m.group())], text)
 
