@@ -52,8 +52,18 @@ def clause_end(text: str, end: int) -> int:
 # Traditional characters that are also valid simplified ones, so OpenCC leaves them alone one
 # character at a time; folding them everywhere is harmless because phrases are folded alike.
 _AMBIGUOUS_T2S = {"覆": "复", "乾": "干", "著": "着", "瞭": "了", "夥": "伙", "藉": "借", "餘": "余", "甚": "什"}
+# Regional forms read as their Mandarin meaning, one character for one, after OpenCC: 帳 (Taiwan's
+# 帳戶, 到帳) is 账; the Bopomofo letters typed for 一, 吗, 的 (ㄧ定, 是ㄇ); and written Cantonese
+# characters that standard Mandarin never uses (唔 不, 冇 没, 嘅 的, 咗 了, 睇 看, 俾 给, 佢 他, 哋 们,
+# 嚟 来, 咩 吗, 喺 在, 嗰 那, 咁 这, 啲 些, 谂 想), so 唔關我事 and 冇辦法 meet 不关我事 and 没办法.
+# Characters shared with Mandarin (係, 點, 識) are left alone: 關係 must stay 关系.
+_REGIONAL = {
+    "帐": "账", "ㄧ": "一", "ㄇ": "吗", "ㄉ": "的",
+    "唔": "不", "冇": "没", "嘅": "的", "咗": "了", "睇": "看", "俾": "给", "佢": "他", "哋": "们",
+    "嚟": "来", "咩": "吗", "喺": "在", "嗰": "那", "咁": "这", "啲": "些", "谂": "想",
+}
 _PUNCT_CANON = {
-    "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、",
+    "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、", "⋯": "…", "︙": "…",
     "\r": "\n", "\u2028": "\n", "\u2029": "\n",
 }
 # Quotation marks are kept: they tell the engine that the agent is quoting the customer.
@@ -103,6 +113,7 @@ def _fold_char(ch: str) -> str:
         return _AMBIGUOUS_T2S[low]
     simp = _T2S.convert(low)
     out = simp if len(simp) == 1 else low
+    out = _REGIONAL.get(out, out)
     # The matching view holds only BMP characters, so per-character work on it can use 16-bit
     # arrays (see codes). What stays astral after folding (Extension B ideographs and the like)
     # is not typed in service replies: it reads as a hole.

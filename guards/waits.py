@@ -24,7 +24,9 @@ _NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
 _AT_NUM = "(?=[0-9零一二两三四五六七八九十百半])"
 # Between the number and the unit: 二十来分钟, 十多分钟, 半个小时.
 _APPROX = r"\s*(?:来|多)?\s*(?:个)?\s*"
-_UNIT = r"(?:小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)"
+# 个钟 / 个钟头 is the hour in Cantonese and colloquial Mandarin (半个钟, 两个钟头).
+_UNITS = r"小时|钟头|分钟|分|秒钟|秒|刻钟|刻|(?<=个)钟|min|mins|minutes?|s|sec|secs"
+_UNIT = r"(?:" + _UNITS + ")"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
 _WAIT = re.compile(
     r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我|等个|等上|先等)"
@@ -33,7 +35,7 @@ _WAIT = re.compile(
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
 # 需要等十分钟 (a bare 需要 is about anything: 解冻大约需要12小时).
 _TIMED = re.compile(
-    r"(?:给我|得等|要等|需要等|等)\s*(?:大概|大约|差不多|估计)?\s*"
+    r"(?:给我|得等|要等|需要等|等)\s*(?:多|再)?\s*(?:大概|大约|差不多|估计)?\s*"
     r"(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?)"
 )
 _REPLY_WORDS = ("回复", "答复", "给您", "回您", "告诉您", "确认好", "处理好")
@@ -78,7 +80,7 @@ def _number(token: str) -> float | None:
     return float(total + current)
 
 
-_DURATION = re.compile(_AT_NUM + r"(" + _NUM + r")" + _APPROX + r"(小时|分钟|分|秒钟|秒|刻钟|刻|min|mins|minutes?|s|sec|secs)(\s*半)?")
+_DURATION = re.compile(_AT_NUM + r"(" + _NUM + r")" + _APPROX + r"(" + _UNITS + r")(\s*半)?")
 
 
 def parse_duration(text: str) -> int | None:
@@ -91,14 +93,15 @@ def parse_duration(text: str) -> int | None:
         return None
     unit = m.group(2)
     # 一刻钟 is a quarter of an hour.
-    scale = 3600 if unit == "小时" else 900 if unit.startswith("刻") else 1 if unit.startswith(("秒", "s")) else 60
+    scale = (3600 if unit in ("小时", "钟头", "钟") else 900 if unit.startswith("刻")
+             else 1 if unit.startswith(("秒", "s")) else 60)
     half = 0.5 * scale if m.group(3) else 0
     return int(n * scale + half)
 
 
 # A number right before a unit of time: the cheap outline of every duration the regexes below can
 # read (they are slower, so they run only where this finds something).
-_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半][\s\x00来多个]*(?:小时|分|秒|刻|min|s|sec)")
+_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半][\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|min|s|sec)")
 
 
 def names_time(folded: str) -> bool:

@@ -32,6 +32,8 @@ _OTHER_MARKS = _MARKS.replace("。", "")
 _INNER = re.compile("[,:、]")
 # A short sentence (好的。) may come twice; said three times it is a copied script.
 _SHORT = 4
+# A clause of this length said twice in a row is pasted (好的好的 and 您好,您好 are speech).
+_RUNNING = 5
 
 
 class Repetition:
@@ -96,12 +98,17 @@ class Repetition:
             return []
         for finder, needs in ((_SENTENCE, self._sentence_copies), (_CLAUSE, _clause_copies)):
             counts: dict[str, int] = {}
+            previous = ""
             for m in finder.finditer(text):
                 body = _INNER.sub("", m.group()).rstrip(_MARKS)
                 if len(body) < _SHORT:
+                    previous = ""
                     continue
                 count = counts[body] = counts.get(body, 0) + 1
-                if count >= needs(body):
+                # Said twice in a row (亲爱的顾客您好,亲爱的顾客您好) is a paste even when short.
+                twice_running = body == previous and len(body) >= _RUNNING
+                previous = body
+                if count >= needs(body) or twice_running:
                     start, end = draft.span(m.start(), m.end())
                     return [violation(self.rule, draft, start, end, f"says the same words {count} times in one reply")]
         return []

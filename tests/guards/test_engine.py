@@ -368,8 +368,8 @@ def test_the_same_sentence_twice_in_one_reply(mini):
     assert "rep" in mini.check(twice).rule_ids
     assert "rep" not in mini.check("您的问题我们已经记录了。稍后会有专人联系您。").rule_ids
     assert "rep" not in mini.check("好的。好的。").rule_ids  # too short to read as a copied script
-    assert "rep" not in mini.check("请耐心等待。请耐心等待。").rule_ids
-    assert "rep" in mini.check("请耐心等待。请耐心等待。请耐心等待。").rule_ids
+    assert "rep" not in mini.check("请耐心等待。马上为您处理。请耐心等待。").rule_ids
+    assert "rep" in mini.check("请耐心等待。马上为您处理。请耐心等待。请耐心等待。").rule_ids
 
 
 def test_pattern_words_typed_in_pinyin_are_respelled(tmp_path):
@@ -385,3 +385,45 @@ def test_pattern_words_typed_in_pinyin_are_respelled(tmp_path):
     # Short all-Latin runs are ids and words, not pinyin: "yd" is not respelled as 一定.
     assert g.check("投诉yd成功").action == "pass"
     assert g.check("您的投诉已经提交成功,单号ts2024。").action == "pass"
+
+
+def test_a_clause_pasted_twice_in_a_row(mini):
+    assert "rep" in mini.check("亲爱的顾客您好,亲爱的顾客您好,请问有什么可以帮您?").rule_ids
+    assert "rep" in mini.check("已为您催件;已为您催件").rule_ids
+    assert "rep" not in mini.check("您好,您好,请问有什么可以帮您?").rule_ids
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [
+        pytest.param("唔關我嘅事", "fp-not-my-business", id="cantonese-not-mine"),
+        pytest.param("呢件事唔知道", "fp-dont-know", id="cantonese-negation"),
+        pytest.param("這個我ㄅ知道", None, id="bopomofo-not-folded-blindly"),
+    ],
+)
+def test_regional_forms_read_as_mandarin(mini, text, rule):
+    ids = mini.check(text).rule_ids
+    assert (rule in ids) if rule else not ids
+
+
+def test_regional_folding_keeps_shared_characters():
+    from guards.normalize import normalize
+
+    assert normalize("關係").text == "关系"  # 係 is also Mandarin: not read as Cantonese 是
+    assert normalize("退款ㄧ定到帳").text == "退款一定到账"
+    assert normalize("我哋冇辦法").text == "我们没办法"
+
+
+def test_a_consistent_same_sound_substitution_counts_once():
+    from guards.phonetic import close_enough
+
+    assert close_enough("爱麦不麦", "爱买不买")  # one character swapped, typed twice
+    assert not close_enough("布置到", "不知道")
+
+
+def test_cantonese_hours_are_durations():
+    from guards.waits import find_wait
+
+    assert find_wait("你等多半個鐘啦").seconds == 1800
+    assert find_wait("请您等两个钟头").seconds == 7200
+    assert find_wait("三点钟给您回复") is None

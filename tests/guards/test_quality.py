@@ -159,7 +159,7 @@ def test_false_positive_rate_stays_under_the_ceiling(result: dict[str, Any], kin
 
 # Rows caught (direct, evasion, paraphrase) per blind set with the current library. The first-run
 # figures are in README; these are the figures after the rules each set asked for, so a change
-# that loses a row, or rewrites or blocks any of their 700 good replies, fails here.
+# that loses a row, or rewrites or blocks any of their good replies, fails here.
 BLIND = CORPUS / "blind"
 BLIND_CAUGHT = {
     "2026-11-28-b.jsonl": (50, 30, 49),
@@ -176,6 +176,8 @@ BLIND_CAUGHT = {
     "2026-11-29-l.jsonl": (47, 30, 44),
     "2026-11-29-m.jsonl": (49, 30, 49),
     "2026-11-29-n.jsonl": (49, 30, 49),
+    "2026-11-29-o.jsonl": (49, 30, 47),
+    "2026-11-29-p.jsonl": (50, 30, 47),
 }
 
 
