@@ -10,6 +10,8 @@ anchors, allow-contexts and quotation (spec 1, 根据语境判断).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
@@ -32,8 +34,41 @@ _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 _Words = re.Pattern[str] | None
-# window, after_window, and the before / after / clause / sentence words of one allow-context.
-_Folded = tuple[int, int, _Words, _Words, _Words, _Words]
+
+
+@dataclass(frozen=True, slots=True)
+class _Allow:
+    """A rule's allow-contexts (its own and the shared ones of its category) merged: one regex per
+    kind and window, so a candidate costs a few searches however many contexts apply."""
+
+    before: tuple[tuple[int, re.Pattern[str]], ...]  # (window, words)
+    after: tuple[tuple[int, re.Pattern[str]], ...]  # (after_window, words)
+    clause: _Words
+    sentence: _Words
+
+
+def _words(raw: Iterable[str]) -> _Words:
+    # One search over the window instead of a substring test per word; longest first.
+    folded = sorted({w for w in (fold_phrase(x) for x in raw) if w}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, folded))) if folded else None
+
+
+def _merge(allows: list[Allow]) -> _Allow | None:
+    if not allows:
+        return None
+    before: dict[int, list[str]] = {}
+    after: dict[int, list[str]] = {}
+    for a in allows:
+        before.setdefault(a.window, []).extend(a.before)
+        after.setdefault(a.after_window, []).extend(a.after)
+
+    def by_window(groups: dict[int, list[str]]) -> tuple[tuple[int, re.Pattern[str]], ...]:
+        return tuple((w, rx) for w, words in sorted(groups.items()) if (rx := _words(words)) is not None)
+
+    return _Allow(
+        by_window(before), by_window(after),
+        _words(w for a in allows for w in a.clause), _words(w for a in allows for w in a.sentence),
+    )
 
 
 def _a_not_a(text: str, i: int) -> bool:
@@ -57,23 +92,11 @@ class LexicalRules:
     ) -> None:
         self.rules = rules
         self._index = build_index(rules, reference=reference, triggers=triggers)
-        # Each rule's own allow-context, then the shared ones of its category.
+        # Each rule's own allow-context and the shared ones of its category, merged.
         self._contexts = [
-            [c for c in [self._fold_context(r.allow)] + [self._fold_context(x) for x in shared if r.category in x.categories] if c]
+            _merge([a for a in [r.allow, *(x for x in shared if r.category in x.categories)] if a is not None])
             for r in rules
         ]
-
-    @staticmethod
-    def _fold_context(allow: Allow | None) -> _Folded | None:
-        if allow is None:
-            return None
-
-        def words(raw: list[str]) -> re.Pattern[str] | None:
-            # One search over the window instead of a substring test per word.
-            folded = sorted({w for w in (fold_phrase(x) for x in raw) if w}, key=len, reverse=True)
-            return re.compile("|".join(map(re.escape, folded))) if folded else None
-
-        return allow.window, allow.after_window, words(allow.before), words(allow.after), words(allow.clause), words(allow.sentence)
 
     # -- matching -------------------------------------------------------------------------
 
@@ -283,27 +306,21 @@ class LexicalRules:
     def allowed(self, ri: int, draft: Normalized, start: int, end: int) -> bool:
         """True when the context clears the candidate text[start:end] of rule `ri`."""
         text = draft.text
-        contexts = self._contexts[ri]
-        if contexts:
+        allow = self._contexts[ri]
+        if allow is not None:
             cs, ce = clause_bounds(text, start, end, stops=CONTEXT_CLAUSE_ENDS)
-            sentence_bounds = None
-            for window, after_window, before, after, clause, sentence in contexts:
-                if before is not None and any(
-                    not _a_not_a(text, m.start()) for m in before.finditer(text, max(cs, start - window), start)
-                ):
+            for window, before in allow.before:
+                if any(not _a_not_a(text, m.start()) for m in before.finditer(text, max(cs, start - window), start)):
                     return True
-                if after is not None:
-                    # A word that starts at most after_window characters after the match.
-                    m = after.search(text, end, min(ce, end + after_window + 8))
-                    if m is not None and m.start() - end <= after_window:
-                        return True
-                if clause is not None and clause.search(text, cs, ce):
+            for after_window, after in allow.after:
+                # A word that starts at most after_window characters after the match.
+                m = after.search(text, end, min(ce, end + after_window + 8))
+                if m is not None and m.start() - end <= after_window:
                     return True
-                if sentence is not None:
-                    if sentence_bounds is None:
-                        sentence_bounds = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
-                    if sentence.search(text, *sentence_bounds):
-                        return True
+            if allow.clause is not None and allow.clause.search(text, cs, ce):
+                return True
+            if allow.sentence is not None and allow.sentence.search(text, *clause_bounds(text, start, end, stops=SENTENCE_ENDS)):
+                return True
         if _QUOTE.search(text) is None:
             return False
         ostart, oend = draft.span(start, end)
