@@ -34,6 +34,8 @@ _INNER = re.compile("[,:、]")
 _SHORT = 4
 # A clause of this length said twice in a row is pasted (好的好的 and 您好,您好 are speech).
 _RUNNING = 5
+# Any sentence, however short, said this many times.
+_MANY = 4
 
 
 class Repetition:
@@ -102,6 +104,12 @@ class Repetition:
             for m in finder.finditer(text):
                 body = _INNER.sub("", m.group()).rstrip(_MARKS)
                 if len(body) < _SHORT:
+                    # Even 收到。 said four times is a script pasted, not an answer.
+                    if len(body) >= 2:
+                        count = counts[body] = counts.get(body, 0) + 1
+                        if count >= _MANY:
+                            start, end = draft.span(m.start(), m.end())
+                            return [violation(self.rule, draft, start, end, f"says the same words {count} times in one reply")]
                     previous = ""
                     continue
                 count = counts[body] = counts.get(body, 0) + 1
