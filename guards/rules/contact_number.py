@@ -38,6 +38,13 @@ _IM_FIRST = re.compile("[" + "".join(sorted({w[0] for w in _IM})) + "]")
 # A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
 # customer needs, not the agent's private contact.
 _SERVICE_PEOPLE = ("快递员", "快递小哥", "师傅", "骑手", "配送员", "送货员", "安装工", "维修工", "网点", "驿站")
+# An 11-digit number named as an order, waybill or ticket number is not a phone number.
+_NOT_PHONE = ("订单号", "单号", "编号", "取件码", "流水号", "会员号", "工单号", "订单编号", "卡号")
+
+
+# Chinese digits read out one by one (幺三八 两两四六 九九零一): the same number, character for character.
+_CN_DIGITS = str.maketrans("幺一二两三四五六七八九零〇", "1122345678900")
+_CN_MOBILE_START = ("幺三", "幺五", "幺八", "一三", "一五", "一八", "一九", "一七", "一四", "一六", "幺九", "幺七")
 
 
 def _digits(s: str) -> str:
@@ -47,7 +54,7 @@ def _digits(s: str) -> str:
 class ContactNumber:
     id = "contact_number"
     # An IM word, or the first two digits of a mainland mobile number.
-    triggers = (*_IM, *(f"1{d}" for d in range(3, 10)))
+    triggers = (*_IM, *(f"1{d}" for d in range(3, 10)), *_CN_MOBILE_START)
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule
@@ -59,15 +66,20 @@ class ContactNumber:
         # (and the folded view too: the matching view collapses QQ to q).
         im = _IM_FIRST.search(draft.folded) is not None and (
             _IM_WORDS.search(draft.text) is not None or _IM_WORDS.search(draft.folded) is not None)
-        mobile = _MOBILE_HINT.search(draft.text) is not None
+        spoken = any(w in draft.text for w in _CN_MOBILE_START)
+        # Spoken digits are looked for in the folded view: the matching view collapses 两两 to 两.
+        hint = draft.folded.replace("\x00", "").translate(_CN_DIGITS) if spoken else draft.text
+        mobile = _MOBILE_HINT.search(hint) is not None
         if not im and not mobile:
             return []
         text = draft.folded.replace("\x00", " ")
+        if spoken:
+            text = text.translate(_CN_DIGITS)
         given = {_digits(m.group()) for msg in ctx.history if msg.role == "customer" for m in _MOBILE.finditer(msg.text)}
         out: list[Violation] = []
         for m in _MOBILE.finditer(text) if mobile else ():
             cs, ce = clause_bounds(text, m.start(), m.end(), stops=SENTENCE_ENDS)
-            if any(p in text[cs : m.start()] for p in _SERVICE_PEOPLE):
+            if any(p in text[cs : m.start()] for p in _SERVICE_PEOPLE + _NOT_PHONE):
                 continue
             if _digits(m.group()) not in given:
                 out.append(violation(self.rule, draft, m.start(), m.end(), "a private phone number in the reply"))

@@ -28,12 +28,19 @@ class WaitPromiseCap:
         # Only a wait of named length can exceed the cap.
         if WAIT_HINTS.search(draft.text) is None or not names_time(draft.folded):
             return []
-        wait = find_wait_folded(draft.folded, named=True)
-        if wait is None or wait.seconds is None or wait.seconds <= self.max_s:
-            return []
-        return [
-            violation(
-                self.rule, draft, wait.start, wait.end,
-                f"promises a wait of {wait.seconds} s; the limit is {self.max_s} s",
-            )
-        ]
+        # Every wait in the draft, not only the first: 说好稍等2分钟,再等我5分钟吧 stretches a
+        # promise past the cap in its second sentence.
+        folded, pos = draft.folded, 0
+        while pos < len(folded):
+            wait = find_wait_folded(folded[pos:])
+            if wait is None:
+                return []
+            if wait.seconds is not None and wait.seconds > self.max_s:
+                return [
+                    violation(
+                        self.rule, draft, pos + wait.start, pos + wait.end,
+                        f"promises a wait of {wait.seconds} s; the limit is {self.max_s} s",
+                    )
+                ]
+            pos += max(wait.end, 1)
+        return []

@@ -427,3 +427,16 @@ def test_cantonese_hours_are_durations():
     assert find_wait("你等多半個鐘啦").seconds == 1800
     assert find_wait("请您等两个钟头").seconds == 7200
     assert find_wait("三点钟给您回复") is None
+
+
+def test_a_phone_number_read_out_in_chinese_digits():
+    g = guards.Guard(phrases.load_library())
+    assert "pr-contact-number" in g.check("我手机幺三八 两两四六 九九零一,下单前先打给我。").rule_ids
+    assert "pr-contact-number" not in g.check("您的订单号是一三五二二二三四四五六,请核对。").rule_ids
+    assert "pr-contact-number" not in g.check("您的订单号是13522234456,请核对。").rule_ids
+
+
+def test_a_wait_stretched_past_the_cap_in_a_later_sentence():
+    g = guards.Guard(phrases.load_library())
+    assert "wt-wait-too-long" in g.check("说好稍等2分钟,再等我5分钟吧,还没查到。").rule_ids
+    assert "wt-wait-too-long" not in g.check("请稍等2分钟,我马上回复您。").rule_ids
