@@ -129,9 +129,7 @@ class LexicalRules:
         if ix.automaton is not None:
             values = ix.automaton.values
             for vi, start, stop in ix.automaton.scan(self._folded(text)):
-                direct, words, hints, triggers = values[vi]
-                if triggers and triggered is not None:
-                    triggered.update(triggers)
+                words, more, direct, hints, triggers = values[vi]
                 if words:
                     woken = words.get(text[start:stop])
                     if woken is not None:
@@ -139,13 +137,20 @@ class LexicalRules:
                         for pattern, after in opening:
                             # The woken group opens the pattern: a match starts right here.
                             anchored.append((pattern, start, stop + after))
-                        for w in around:
-                            lo, hi = start - w.before, stop + w.after
-                            seen = windows.get(w.pattern)
+                        for pattern, before, after in around:
+                            lo, hi = start - before, stop + after
+                            seen = windows.get(pattern)
                             if seen is None:
-                                windows[w.pattern] = [lo, hi]
+                                windows[pattern] = [lo, hi]
                             else:
-                                seen[0], seen[1] = min(seen[0], lo), max(seen[1], hi)
+                                if lo < seen[0]:
+                                    seen[0] = lo
+                                if hi > seen[1]:
+                                    seen[1] = hi
+                if not more:
+                    continue  # most hits only wake patterns
+                if triggers and triggered is not None:
+                    triggered.update(triggers)
                 if hints:
                     for fi in hints:
                         fuzzy[fi] = fuzzy.get(fi, 0) + 1

@@ -129,7 +129,7 @@ def _commonness(reference: str, table: dict[int, str]) -> Callable[[list[str]], 
 def _split_wakes(wakes: list[Wake]) -> tuple[tuple[tuple[int, int], ...], tuple[Wake, ...]]:
     """(pattern, after) of the wakes whose group opens the pattern (a match starts at the word),
     and the wakes that must search a window around it: told apart once, not at every hit."""
-    return tuple((w.pattern, w.after) for w in wakes if not w.before), tuple(w for w in wakes if w.before)
+    return tuple((w.pattern, w.after) for w in wakes if not w.before), tuple(tuple(w) for w in wakes if w.before)
 
 
 def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, tuple[str, ...]] | None = None) -> Index:
@@ -233,7 +233,8 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
             entry(word)[3].add(di)
     index.automaton = _automaton(
         {
-            k: (tuple(d), {word: _split_wakes(ws) for word, ws in w.items()} or None, tuple(h), tuple(sorted(t)))
+            # (wakes by plain word, anything else?, direct keys, fuzzy hints, detector triggers)
+            k: ({word: _split_wakes(ws) for word, ws in w.items()} or None, bool(d or h or t), tuple(d), tuple(h), tuple(sorted(t)))
             for k, (d, w, h, t) in entries.items()
         }
     )
