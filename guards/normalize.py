@@ -157,7 +157,7 @@ def from_codes(a: np.ndarray) -> str:
     return a.tobytes().decode("utf-16-le")
 
 
-_REPEAT = re.compile(r"(.)\1", re.S)
+_REPEAT = re.compile(r"(.)\1", re.DOTALL)
 
 
 def _runs(text: str) -> list[tuple[int, int]]:

@@ -15,11 +15,26 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-from phrases.schema import Context as Allow, Rule, SharedContext
+from phrases.schema import Context as Allow
+from phrases.schema import Rule, SharedContext
 
-from ..context import CONTEXT_CLAUSE_ENDS, QUOTES, SENTENCE_ENDS, Context, clause_bounds, inside_quotes
+from ..context import (
+    CONTEXT_CLAUSE_ENDS,
+    QUOTES,
+    SENTENCE_ENDS,
+    Context,
+    clause_bounds,
+    inside_quotes,
+)
 from ..model import Violation
-from ..normalize import BOUNDARIES, Normalized, clause_end, codes, fold_phrase, from_codes
+from ..normalize import (
+    BOUNDARIES,
+    Normalized,
+    clause_end,
+    codes,
+    fold_phrase,
+    from_codes,
+)
 from ..phonetic import close_enough, pinyin_view
 from .lexical_index import RESPELL, Key, build_index
 

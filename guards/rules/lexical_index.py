@@ -21,8 +21,8 @@ import numpy as np
 
 from phrases.schema import Rule
 
-from ..errors import RuleConfigError
 from ..context import SENTENCE_ENDS
+from ..errors import RuleConfigError
 from ..normalize import BOUNDARIES, PARTICLES, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, sound_of, syllables, typed_pinyin
 
