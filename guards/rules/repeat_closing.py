@@ -37,6 +37,8 @@ class RepeatClosing:
         # Markers found in the closing question ask "anything else?"; the rest say goodbye.
         self.asking = tuple(m for m in markers if m in question)
         self.parting = tuple(m for m in markers if m not in question)
+        # Any marker that asks whether there is anything else (还有其他问题, 还有别的事吗).
+        self.anything_else = tuple(m for m in markers if m in question or "还有" in m)
         # Longest first, so removing them from a draft leaves only what else it says.
         self._closing_words = sorted({question, fold_phrase(library.closings.text), *markers}, key=len, reverse=True)
 
@@ -83,6 +85,10 @@ class RepeatClosing:
         return len(_CONTENT.findall(text)) >= _REPORT and not _ACK.search(text)
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
+        if sum(draft.text.count(m) for m in self.anything_else) >= 2:
+            # "Anything else?" asked twice in one reply: 还有别的问题吗?没有就先这样。还有别的问题吗?
+            start, end = 0, len(draft.original.rstrip())
+            return [violation(self.rule, draft, start, end, "the closing question asked twice in one reply")]
         if not ctx.history:
             return []
         kind = self._kind(draft.text)

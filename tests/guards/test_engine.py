@@ -440,3 +440,9 @@ def test_a_wait_stretched_past_the_cap_in_a_later_sentence():
     g = guards.Guard(phrases.load_library())
     assert "wt-wait-too-long" in g.check("说好稍等2分钟,再等我5分钟吧,还没查到。").rule_ids
     assert "wt-wait-too-long" not in g.check("请稍等2分钟,我马上回复您。").rule_ids
+
+
+def test_the_closing_question_twice_in_one_reply():
+    g = guards.Guard(phrases.load_library())
+    assert "im-repeat-closing" in g.check("好的,还有别的问题吗?没有就先这样。还有别的问题吗?").rule_ids
+    assert "im-repeat-closing" not in g.check("已为您办理好。请问还有其他问题吗?").rule_ids
