@@ -33,6 +33,8 @@ _SPEECHLESS = re.compile(
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
+# ...but the space that closes an @mention in a group chat (@王女士 您好) is how a mention is typed.
+_MENTION_BEFORE = re.compile(r"[@＠][^\s@＠,，。!?！？]{1,20}$")
 
 
 _MARKS = re.compile(f"{_RUN.pattern}|{_STOPS.pattern}")
@@ -84,6 +86,9 @@ class Punctuation:
             fix = "" if m.group("lead") else "。"
             out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement=fix))
         for m in _SPACE_AS_PUNCT.finditer(original) if spaced else ():
+            if "@" in original[: m.start()] or "＠" in original[: m.start()]:
+                if _MENTION_BEFORE.search(original, 0, m.start()):
+                    continue
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
         body = original.rstrip()
         if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:

@@ -85,10 +85,12 @@ class RepeatClosing:
         return len(_CONTENT.findall(text)) >= _REPORT and not _ACK.search(text)
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
-        if sum(draft.text.count(m) for m in self.anything_else) >= 2:
-            # "Anything else?" asked twice in one reply: 还有别的问题吗?没有就先这样。还有别的问题吗?
+        text = draft.text
+        if sum(text.count(m) for m in self.anything_else) >= 2 or any(text.count(m) >= 2 for m in self.parting):
+            # The closing twice in one reply: 还有别的问题吗?没有就先这样。还有别的问题吗? or the
+            # goodbye pasted twice (感谢您的支持,祝您生活愉快。感谢您的支持,祝您生活愉快。).
             start, end = 0, len(draft.original.rstrip())
-            return [violation(self.rule, draft, start, end, "the closing question asked twice in one reply")]
+            return [violation(self.rule, draft, start, end, "the closing said twice in one reply")]
         if not ctx.history:
             return []
         kind = self._kind(draft.text)

@@ -446,3 +446,10 @@ def test_the_closing_question_twice_in_one_reply():
     g = guards.Guard(phrases.load_library())
     assert "im-repeat-closing" in g.check("好的,还有别的问题吗?没有就先这样。还有别的问题吗?").rule_ids
     assert "im-repeat-closing" not in g.check("已为您办理好。请问还有其他问题吗?").rule_ids
+    assert "im-repeat-closing" in g.check("感谢您的支持,祝您生活愉快。感谢您的支持,祝您生活愉快。").rule_ids
+    assert "im-repeat-closing" not in g.check("感谢您的支持,祝您生活愉快!").rule_ids
+
+
+def test_the_space_after_an_at_mention_is_not_punctuation(mini):
+    assert mini.check("@王女士 您好,麻烦您核对一下收货地址。").action == "pass"
+    assert "punct" in mini.check("好的 我看一下 马上处理").rule_ids
