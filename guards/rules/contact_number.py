@@ -54,6 +54,8 @@ def _digits(s: str) -> str:
 class ContactNumber:
     id = "contact_number"
     # An IM word, or the first two digits of a mainland mobile number.
+    # An IM word, the first two digits of a mainland mobile number, or the same read out in
+    # Chinese digits (幺三, 一八: triggers match the plain text, so 意思 does not run this).
     triggers = (*_IM, *(f"1{d}" for d in range(3, 10)), *_CN_MOBILE_START)
 
     def __init__(self, rule: Rule, library: Library) -> None:

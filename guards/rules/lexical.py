@@ -165,7 +165,9 @@ class LexicalRules:
                 if not more:
                     continue  # most hits only wake patterns
                 if triggers and triggered is not None:
-                    triggered.update(triggers)
+                    detectors = triggers.get(text[start:stop])
+                    if detectors:
+                        triggered.update(detectors)
                 if hints:
                     for fi in hints:
                         fuzzy[fi] = fuzzy.get(fi, 0) + 1

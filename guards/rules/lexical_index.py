@@ -213,14 +213,14 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
     # Per key: direct hits, the patterns it wakes (by plain word: anchored, windowed), the fuzzy
     # phrases it hints at, and the detectors it triggers. The automaton runs over the
     # homophone-folded view but patterns match the plain text, so a key's wakes are kept per
-    # plain word: a hit wakes a pattern only
-    # where the plain text is the word itself (订 folds onto 定; a pattern waiting for 定 has
-    # nothing to find at 订单). Triggers need no such test: a same-sounding hit only runs a
-    # detector for nothing.
-    entries: dict[str, tuple[list[Key], dict[str, list[Wake]], list[int], set[int]]] = {}
+    # plain word: a hit wakes a pattern only where the plain text is the word itself (订 folds
+    # onto 定; a pattern waiting for 定 has nothing to find at 订单). Triggers are kept per plain
+    # word too: 候 folds onto 后 and 幺 onto 要, and a detector run for every 后 or 要 costs more
+    # than the check.
+    entries: dict[str, tuple[list[Key], dict[str, list[Wake]], list[int], dict[str, set[int]]]] = {}
 
-    def entry(word: str) -> tuple[list[Key], dict[str, list[Wake]], list[int], set[int]]:
-        return entries.setdefault(word.translate(table), ([], {}, [], set()))
+    def entry(word: str) -> tuple[list[Key], dict[str, list[Wake]], list[int], dict[str, set[int]]]:
+        return entries.setdefault(word.translate(table), ([], {}, [], {}))
 
     for key, k in keys:
         entry(key)[0].append(k)
@@ -230,11 +230,12 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
         entry(bigram)[2].append(fi)
     for di, words in (triggers or {}).items():
         for word in filter(None, map(fold_phrase, words)):
-            entry(word)[3].add(di)
+            entry(word)[3].setdefault(word, set()).add(di)
     index.automaton = _automaton(
         {
             # (wakes by plain word, anything else?, direct keys, fuzzy hints, detector triggers)
-            k: ({word: _split_wakes(ws) for word, ws in w.items()} or None, bool(d or h or t), tuple(d), tuple(h), tuple(sorted(t)))
+            k: ({word: _split_wakes(ws) for word, ws in w.items()} or None, bool(d or h or t), tuple(d), tuple(h),
+                {word: tuple(sorted(ds)) for word, ds in t.items()} or None)
             for k, (d, w, h, t) in entries.items()
         }
     )

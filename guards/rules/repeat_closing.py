@@ -28,11 +28,12 @@ _QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可
 
 class RepeatClosing:
     id = "repeat_closing"
-    triggers = ()
 
     def __init__(self, rule: Rule, library: Library) -> None:
         self.rule = rule
         question = fold_phrase(library.closings.question)
+        # Every check needs a closing marker in the draft: the lexical pass says when one is there.
+        self.triggers = tuple(library.closings.markers)
         markers = [m for m in (fold_phrase(x) for x in library.closings.markers) if m]
         # Markers found in the closing question ask "anything else?"; the rest say goodbye.
         self.asking = tuple(m for m in markers if m in question)

@@ -31,10 +31,8 @@ class WaitPromiseCap:
         # Every wait in the draft, not only the first: 说好稍等2分钟,再等我5分钟吧 stretches a
         # promise past the cap in its second sentence.
         folded, pos = draft.folded, 0
-        while pos < len(folded):
-            wait = find_wait_folded(folded[pos:])
-            if wait is None:
-                return []
+        wait = find_wait_folded(folded, named=True)
+        while wait is not None:
             if wait.seconds is not None and wait.seconds > self.max_s:
                 return [
                     violation(
@@ -43,4 +41,7 @@ class WaitPromiseCap:
                     )
                 ]
             pos += max(wait.end, 1)
+            if WAIT_HINTS.search(folded, pos) is None:
+                return []  # no other wait word after this one
+            wait = find_wait_folded(folded[pos:])
         return []
