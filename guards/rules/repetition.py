@@ -16,7 +16,7 @@ from phrases.schema import Library, Rule
 from ..context import SENTENCE_ENDS, Context
 from ..errors import RuleConfigError
 from ..model import Violation
-from ..normalize import Normalized, fold_phrase
+from ..normalize import PARTICLES, Normalized, fold_phrase
 from .base import violation
 
 __all__ = ["Repetition"]
@@ -30,8 +30,20 @@ _CLAUSE = re.compile("[^" + re.escape(_MARKS) + "]+[" + re.escape(_MARKS) + "]*"
 _OTHER_MARKS = _MARKS.replace("。", "")
 # Clause marks inside a sentence do not make it another sentence (亲,请耐心等待 = 亲请耐心等待).
 _INNER = re.compile("[,:、]")
+# Fillers of dictated speech before a clause, and softening particles after it.
+_FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
+
+
+def _bare(body: str) -> str:
+    body = _FILLERS.sub("", body)
+    stripped = body.rstrip(_PARTICLE_CHARS)
+    # 好的呢亲 stays whole: stripping would leave 好, too short to count, and lose a real script.
+    return stripped if len(stripped) >= _SHORT else body
+
+
 # A short sentence (好的。) may come twice; said three times it is a copied script.
 _SHORT = 4
+_PARTICLE_CHARS = "".join(sorted(PARTICLES))
 # A clause of this length said twice in a row is pasted (好的好的 and 您好,您好 are speech).
 _RUNNING = 5
 # Any sentence, however short, said this many times.
@@ -94,6 +106,10 @@ class Repetition:
             if mark in flat:
                 flat = flat.replace(mark, "。")
         pieces = flat.split("。")
+        spoken = "嗯" in text or "那个" in text
+        if spoken or any(p and p[-1] in PARTICLES for p in pieces):
+            # Dictated drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a different clause.
+            pieces = [_bare(p) for p in pieces]
         distinct = set(pieces)
         distinct.discard("")
         if len(distinct) == len(pieces) - pieces.count(""):
@@ -102,7 +118,7 @@ class Repetition:
             counts: dict[str, int] = {}
             previous = ""
             for m in finder.finditer(text):
-                body = _INNER.sub("", m.group()).rstrip(_MARKS)
+                body = _bare(_INNER.sub("", m.group()).rstrip(_MARKS))
                 if len(body) < _SHORT:
                     # Even 收到。 said four times is a script pasted, not an answer.
                     if len(body) >= 2:

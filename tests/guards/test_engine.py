@@ -453,3 +453,9 @@ def test_the_closing_question_twice_in_one_reply():
 def test_the_space_after_an_at_mention_is_not_punctuation(mini):
     assert mini.check("@王女士 您好,麻烦您核对一下收货地址。").action == "pass"
     assert "punct" in mini.check("好的 我看一下 马上处理").rule_ids
+
+
+def test_dictated_fillers_and_particles_do_not_hide_a_pasted_clause(mini):
+    assert "rep" in mini.check("非常抱歉给您带来不便,嗯非常抱歉给您带来不便,那个非常抱歉给您带来不便").rule_ids
+    assert "rep" in mini.check("好的亲马上处理,好的亲马上处理哈,嗯好的这就给您处理").rule_ids
+    assert "rep" not in mini.check("嗯好的,那个我马上帮您处理哈").rule_ids
