@@ -34,16 +34,22 @@ _INNER = re.compile("[,:、]")
 _FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
 
 
-def _bare(body: str) -> str:
-    body = _FILLERS.sub("", body)
+def _unsoftened(body: str) -> str:
     stripped = body.rstrip(_PARTICLE_CHARS)
     # 好的呢亲 stays whole: stripping would leave 好, too short to count, and lose a real script.
     return stripped if len(stripped) >= _SHORT else body
 
 
+def _bare(body: str) -> str:
+    return _unsoftened(_FILLERS.sub("", body))
+
+
 # A short sentence (好的。) may come twice; said three times it is a copied script.
 _SHORT = 4
 _PARTICLE_CHARS = "".join(sorted(PARTICLES))
+# Up to this length a draft is compared with its fillers and particles set aside (a pasted
+# script with 嗯 or 哈 added is still pasted); longer drafts compare clauses as written.
+_CHATTY = 80
 # A clause of this length said twice in a row is pasted (好的好的 and 您好,您好 are speech).
 _RUNNING = 5
 # Any sentence, however short, said this many times.
@@ -105,20 +111,23 @@ class Repetition:
         for mark in _OTHER_MARKS:
             if mark in flat:
                 flat = flat.replace(mark, "。")
+        # Dictated drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a different clause.
         pieces = flat.split("。")
-        spoken = "嗯" in text or "那个" in text
-        if spoken or any(p and p[-1] in PARTICLES for p in pieces):
-            # Dictated drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a different clause.
+        if len(text) <= _CHATTY:
+            # Short chatty drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a new clause.
             pieces = [_bare(p) for p in pieces]
         distinct = set(pieces)
         distinct.discard("")
         if len(distinct) == len(pieces) - pieces.count(""):
             return []
+        chatty = len(text) <= _CHATTY
         for finder, needs in ((_SENTENCE, self._sentence_copies), (_CLAUSE, _clause_copies)):
             counts: dict[str, int] = {}
             previous = ""
             for m in finder.finditer(text):
-                body = _bare(_INNER.sub("", m.group()).rstrip(_MARKS))
+                body = _INNER.sub("", m.group()).rstrip(_MARKS)
+                if chatty:
+                    body = _bare(body)
                 if len(body) < _SHORT:
                     # Even 收到。 said four times is a script pasted, not an answer.
                     if len(body) >= 2:
