@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import opencc
 
-__all__ = ["BOUNDARIES", "HOLE", "PARTICLES", "Normalized", "clause_end", "fold", "fold_phrase", "normalize"]
+__all__ = ["BOUNDARIES", "CLAUSE_END", "HOLE", "PARTICLES", "Normalized", "clause_end", "fold", "fold_phrase", "normalize"]
 
 HOLE = "\x00"
 
@@ -36,17 +36,22 @@ BOUNDARIES = frozenset(",!?;:。、…\n")
 PARTICLES = frozenset("的哦喔噢呢哈啦呀啊哟嘛滴捏咯啰噻亲儿")
 
 
+# Up to three particles, then clause punctuation or the end of the text: a regex fragment, shared
+# by clause_end (phrases) and the patterns that must end their clause (guards/rules/lexical_index).
+CLAUSE_END = (
+    "[" + re.escape("".join(sorted(PARTICLES))) + "]{0,3}"
+    "(?=[" + re.escape("".join(sorted(BOUNDARIES))) + "]|$)"
+)
+_CLAUSE_END = re.compile(CLAUSE_END)
+
+
 def clause_end(text: str, end: int) -> int:
     """Where the clause closes if text[end:] holds only particles up to it, else -1.
 
     The returned end takes the particles in (the span of 不可以的哦 is the whole of it).
     """
-    stop = end
-    while stop < len(text) and stop - end < 3 and text[stop] in PARTICLES:
-        stop += 1
-    if stop == len(text) or text[stop] in BOUNDARIES:
-        return stop
-    return -1
+    m = _CLAUSE_END.match(text, end)
+    return m.end() if m else -1
 
 
 # Traditional characters that are also valid simplified ones, so OpenCC leaves them alone one

@@ -119,12 +119,11 @@ class LexicalRules:
         ix = self._index
         if ix.sounds is None or not ix.sounds.search(text):
             return text
-        if len(ix.table) > 3000 and ix.dense is not None and len(text) >= _SHORT_DRAFT:
-            # One gather over the code points; a short draft pays less for str.translate than
-            # for numpy's fixed cost per call.
-            return from_codes(ix.dense.take(codes(text)))
         if len(text) < _SHORT_DRAFT:
+            # A short draft pays less for str.translate than for numpy's fixed cost per call.
             return text.translate(ix.table)
+        if len(ix.table) > 3000 and ix.dense is not None:
+            return from_codes(ix.dense.take(codes(text)))  # one gather over the code points
         table = ix.table
         return ix.sounds.sub(lambda m: table[ord(m.group())], text)
 

@@ -23,15 +23,12 @@ from phrases.schema import Rule
 
 from ..context import SENTENCE_ENDS
 from ..errors import RuleConfigError
-from ..normalize import BOUNDARIES, PARTICLES, char_class, fold_phrase
+from ..normalize import BOUNDARIES, CLAUSE_END, char_class, fold_phrase
 from ..phonetic import full_pinyin, homophone_table, sound_of, syllables, typed_pinyin
 
 __all__ = ["RESPELL", "Automaton", "Index", "Key", "Wake", "build_index"]
 
-_B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _GAP = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
-# Up to three softening particles, then clause punctuation or the end of the draft.
-_CLAUSE_END = "[" + re.escape("".join(sorted(PARTICLES))) + "]{0,3}(?=" + _B + "|$)"
 _SENTENCE_GAP = "[^" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]"
 
 
@@ -143,6 +140,7 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
     wakes: list[tuple[str, Wake]] = []
     hints: list[tuple[str, int]] = []
     mixed: dict[str, list[Key]] = {}
+    respell: set[str] = set()  # pattern words already keyed for respelling
     grouped: list[tuple[list[list[str]], int, bool]] = []  # each pattern's folded groups, gap, ends_clause
     index = Index(automaton=None, mixed=None, table={}, sounds=None, dense=None)
     for ri, rule in enumerate(rules):
@@ -175,14 +173,15 @@ def build_index(rules: list[Rule], *, reference: str = "", triggers: dict[int, t
             gap = f"{_GAP if pattern.scope == 'clause' else _SENTENCE_GAP}{{0,{pattern.max_gap}}}?"
             body = gap.join("(?:" + "|".join(map(_word_regex, g)) + ")" for g in groups)
             if pattern.ends_clause:
-                body += _CLAUSE_END
+                body += CLAUSE_END
             regex = re.compile(body)
             index.patterns.append((ri, regex))
             # A group word typed partly or wholly in pinyin (手ji号, yi ding) is spelled back
             # in Chinese before the patterns run again (see LexicalRules._respelled).
-            for word in {w for g in groups for w in g}:
+            for word in {w for g in groups for w in g} - respell:
                 spelled = full_pinyin(word)
-                if spelled and not any(k.rule == RESPELL and k.plain == word for k in mixed.get(spelled, ())):
+                if spelled:
+                    respell.add(word)
                     mixed.setdefault(spelled, []).append(Key(RESPELL, "word", word))
                     index.syllables.update(syllables(word))
             grouped.append((groups, pattern.max_gap, pattern.ends_clause))

@@ -85,10 +85,10 @@ class Punctuation:
             # Leading dots are dropped; elsewhere one full stop takes their place.
             fix = "" if m.group("lead") else "。"
             out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement=fix))
+        mentions = "@" in original or "＠" in original
         for m in _SPACE_AS_PUNCT.finditer(original) if spaced else ():
-            if "@" in original[: m.start()] or "＠" in original[: m.start()]:
-                if _MENTION_BEFORE.search(original, 0, m.start()):
-                    continue
+            if mentions and _MENTION_BEFORE.search(original, 0, m.start()):
+                continue
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
         body = original.rstrip()
         if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:

@@ -30,30 +30,25 @@ _CLAUSE = re.compile("[^" + re.escape(_MARKS) + "]+[" + re.escape(_MARKS) + "]*"
 _OTHER_MARKS = _MARKS.replace("。", "")
 # Clause marks inside a sentence do not make it another sentence (亲,请耐心等待 = 亲请耐心等待).
 _INNER = re.compile("[,:、]")
-# Fillers of dictated speech before a clause, and softening particles after it.
-_FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
-
-
-def _unsoftened(body: str) -> str:
-    stripped = body.rstrip(_PARTICLE_CHARS)
-    # 好的呢亲 stays whole: stripping would leave 好, too short to count, and lose a real script.
-    return stripped if len(stripped) >= _SHORT else body
-
-
-def _bare(body: str) -> str:
-    return _unsoftened(_FILLERS.sub("", body))
-
-
 # A short sentence (好的。) may come twice; said three times it is a copied script.
 _SHORT = 4
-_PARTICLE_CHARS = "".join(sorted(PARTICLES))
-# Up to this length a draft is compared with its fillers and particles set aside (a pasted
-# script with 嗯 or 哈 added is still pasted); longer drafts compare clauses as written.
-_CHATTY = 80
 # A clause of this length said twice in a row is pasted (好的好的 and 您好,您好 are speech).
 _RUNNING = 5
 # Any sentence, however short, said this many times.
 _MANY = 4
+# Up to this length a draft is compared with its fillers and particles set aside (a pasted
+# script with 嗯 or 哈 added is still pasted); longer drafts compare clauses as written.
+_CHATTY = 80
+# Fillers of dictated speech before a clause, and softening particles after it.
+_FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
+_PARTICLE_CHARS = "".join(sorted(PARTICLES))
+
+
+def _bare(body: str) -> str:
+    body = _FILLERS.sub("", body)
+    stripped = body.rstrip(_PARTICLE_CHARS)
+    # 好的呢亲 stays whole: stripping would leave 好, too short to count, and lose a real script.
+    return stripped if len(stripped) >= _SHORT else body
 
 
 class Repetition:
@@ -111,44 +106,36 @@ class Repetition:
         for mark in _OTHER_MARKS:
             if mark in flat:
                 flat = flat.replace(mark, "。")
-        # Dictated drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a different clause.
         pieces = flat.split("。")
-        if len(text) <= _CHATTY:
+        chatty = len(text) <= _CHATTY
+        if chatty:
             # Short chatty drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a new clause.
             pieces = [_bare(p) for p in pieces]
         distinct = set(pieces)
         distinct.discard("")
         if len(distinct) == len(pieces) - pieces.count(""):
             return []
-        chatty = len(text) <= _CHATTY
-        for finder, needs in ((_SENTENCE, self._sentence_copies), (_CLAUSE, _clause_copies)):
+        # Sentences: twice when min_length or longer; clauses: three times. Short ones (under
+        # _SHORT) only when said _MANY times; any of them twice in a row from _RUNNING up.
+        for finder, copies in ((_SENTENCE, 2), (_CLAUSE, 3)):
             counts: dict[str, int] = {}
             previous = ""
             for m in finder.finditer(text):
                 body = _INNER.sub("", m.group()).rstrip(_MARKS)
                 if chatty:
                     body = _bare(body)
-                if len(body) < _SHORT:
-                    # Even 收到。 said four times is a script pasted, not an answer.
-                    if len(body) >= 2:
-                        count = counts[body] = counts.get(body, 0) + 1
-                        if count >= _MANY:
-                            start, end = draft.span(m.start(), m.end())
-                            return [violation(self.rule, draft, start, end, f"says the same words {count} times in one reply")]
+                if len(body) < 2:
                     previous = ""
                     continue
                 count = counts[body] = counts.get(body, 0) + 1
-                # Said twice in a row (亲爱的顾客您好,亲爱的顾客您好) is a paste even when short.
-                twice_running = body == previous and len(body) >= _RUNNING
-                previous = body
-                if count >= needs(body) or twice_running:
+                if len(body) < _SHORT:
+                    pasted = count >= _MANY  # even 收到。 said four times is a pasted script
+                    previous = ""
+                else:
+                    needed = copies if len(body) >= self.min_length else 3
+                    pasted = count >= needed or (body == previous and len(body) >= _RUNNING)
+                    previous = body
+                if pasted:
                     start, end = draft.span(m.start(), m.end())
                     return [violation(self.rule, draft, start, end, f"says the same words {count} times in one reply")]
         return []
-
-    def _sentence_copies(self, body: str) -> int:
-        return 2 if len(body) >= self.min_length else 3
-
-
-def _clause_copies(body: str) -> int:
-    return 3
