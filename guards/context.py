@@ -45,8 +45,9 @@ class Context:
 
 def _stop_finders(stops: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     cls = "[" + re.escape("".join(sorted(stops))) + "]"
-    # The last stop before a position (searched with endpos), and the first one after it.
-    return re.compile(f"{cls}[^{cls[1:]}*\\Z"), re.compile(cls)
+    # The last stop before a position (matched with endpos: the greedy .* backtracks from the
+    # position, so the cost is the clause's length, not the draft's), and the first one after it.
+    return re.compile(f".*{cls}", re.DOTALL), re.compile(cls)
 
 
 _FINDERS = {stops: _stop_finders(stops) for stops in (BOUNDARIES, SENTENCE_ENDS)}
@@ -58,9 +59,9 @@ def clause_bounds(text: str, start: int, end: int, *, stops: frozenset[str] = BO
     if finders is None:
         finders = _FINDERS[stops] = _stop_finders(stops)
     last, first = finders
-    m = last.search(text, 0, start)
+    m = last.match(text, 0, start)
     n = first.search(text, end)
-    return (m.start() + 1 if m else 0), (n.start() if n else len(text))
+    return (m.end() if m else 0), (n.start() if n else len(text))
 
 
 def inside_quotes(draft: Normalized, start: int, end: int) -> bool:

@@ -331,8 +331,12 @@ class LexicalRules:
         if allow is not None:
             cs, ce = clause_bounds(text, start, end, stops=CONTEXT_CLAUSE_ENDS)
             for window, before in allow.before:
-                if any(not _a_not_a(text, m.start()) for m in before.finditer(text, max(cs, start - window), start)):
-                    return True
+                # Most windows hold no word: one search says so for less than a finditer.
+                m = before.search(text, max(cs, start - window), start)
+                while m is not None:
+                    if not _a_not_a(text, m.start()):
+                        return True
+                    m = before.search(text, m.end(), start)
             for after_window, after in allow.after:
                 # A word that starts at most after_window characters after the match.
                 m = after.search(text, end, min(ce, end + after_window + 8))
