@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import islice, product
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz
@@ -46,6 +47,8 @@ _LATIN_RUN = re.compile(r"[a-z]+")
 # Below this length per-character Python or regex work beats numpy's fixed cost per call.
 _SHORT_DRAFT = 64
 _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
+# Spellings of one draft tried when its pinyin-typed words read as several homophones.
+_READINGS = 8
 
 
 _Words = re.Pattern[str] | None
@@ -256,29 +259,38 @@ class LexicalRules:
         triggered: set[int] | None,
     ) -> None:
         """Run the rules again over the draft with its pinyin-typed pattern words spelled in
-        Chinese (她的手ji号 → 她的手机号), keeping what involves a respelled word."""
-        chosen: list[tuple[int, int, str]] = []
-        for start, stop, word in sorted(respelled, key=lambda r: (r[0], r[0] - r[1])):
+        Chinese (她的手ji号 → 她的手机号), keeping what involves a respelled word.
+
+        Pinyin has homophones: bao guo is 包过 and 报过 alike. Each reading of a span is tried
+        (at most _READINGS spellings of the draft in all)."""
+        words: dict[tuple[int, int], list[str]] = {}
+        for start, stop, word in respelled:
+            readings = words.setdefault((start, stop), [])
+            if word not in readings:
+                readings.append(word)
+        chosen: list[tuple[int, int]] = []
+        for start, stop in sorted(words, key=lambda r: (r[0], r[0] - r[1])):
             if not chosen or start >= chosen[-1][1]:
-                chosen.append((start, stop, word))
-        parts: list[str] = []
-        starts: list[int] = []  # per character of the respelled text: its start and end in `text`
-        ends: list[int] = []
-        pos = 0
-        for start, stop, word in chosen:
-            parts += [text[pos:start], word]
-            starts += [*range(pos, start), *[start] * len(word)]
-            ends += [*range(pos + 1, start + 1), *[stop] * len(word)]
-            pos = stop
-        parts.append(text[pos:])
-        starts += range(pos, len(text))
-        ends += range(pos + 1, len(text) + 1)
-        fixed = "".join(parts)
-        view = Normalized(original=fixed, folded=fixed, text=fixed)
-        for ri, s, e, _ in self.candidates(view, triggered, respelling=True):
-            start, end = starts[s], ends[e - 1]
-            if any(a < end and start < b for a, b, _ in chosen):
-                found.setdefault((ri, start, end), "mixed pinyin")
+                chosen.append((start, stop))
+        for spelling in islice(product(*(words[span] for span in chosen)), _READINGS):
+            parts: list[str] = []
+            starts: list[int] = []  # per character of the respelled text: its start and end in `text`
+            ends: list[int] = []
+            pos = 0
+            for (start, stop), word in zip(chosen, spelling):
+                parts += [text[pos:start], word]
+                starts += [*range(pos, start), *[start] * len(word)]
+                ends += [*range(pos + 1, start + 1), *[stop] * len(word)]
+                pos = stop
+            parts.append(text[pos:])
+            starts += range(pos, len(text))
+            ends += range(pos + 1, len(text) + 1)
+            fixed = "".join(parts)
+            view = Normalized(original=fixed, folded=fixed, text=fixed)
+            for ri, s, e, _ in self.candidates(view, triggered, respelling=True):
+                start, end = starts[s], ends[e - 1]
+                if any(a < end and start < b for a, b in chosen):
+                    found.setdefault((ri, start, end), "mixed pinyin")
 
     def _mixed_window(
         self, text: str, lo: int, hi: int, found: dict[tuple[int, int, int], str], respelled: list[tuple[int, int, str]]

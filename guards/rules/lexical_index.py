@@ -70,10 +70,13 @@ class Index:
     syllables: set[str] = field(default_factory=set)
 
 
+_LATIN_WORD = re.compile("[a-z]+")
+
+
 def _word_regex(word: str) -> str:
-    """A group word as a regex. A lone Latin letter (v for 微信, q for QQ) counts only where it
-    stands alone, not inside a Latin word (vip, iqoo)."""
-    if len(word) == 1 and "a" <= word <= "z":
+    """A group word as a regex. A word of Latin letters (v for 微信, q for QQ, sb) counts only
+    where it stands alone, not inside a longer Latin word (vip, iqoo, usb)."""
+    if _LATIN_WORD.fullmatch(word):
         return f"(?<![a-z]){word}(?![a-z])"
     return re.escape(word)
 

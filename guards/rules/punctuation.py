@@ -11,7 +11,7 @@ import re
 
 from phrases.schema import Library, Rule
 
-from ..context import Context
+from ..context import QUOTES, Context, inside_quotes
 from ..errors import RuleConfigError
 from ..model import Violation
 from ..normalize import Normalized
@@ -25,10 +25,11 @@ _RUN = re.compile(r"[!?](?:\x00*+[!?])+")
 _STOPS = re.compile(r"。(?:\x00*+。)+")
 # 。。。 is never a sentence end, so it is speechless wherever it stands; …… / ... are speechless
 # where they open or close a clause (……行吧 / 那好吧……), not as the hesitation inside a sentence
-# (这个……我帮您查一下), which reads differently.
+# (这个……我帮您查一下), which reads differently; nor after a colon, where they stand for text left
+# out (条款是这样写的：……).
 _DOTS = r"(?:…++|[.．]{3,}+)"
 _SPEECHLESS = re.compile(
-    rf"[。｡]{{2,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
+    rf"[。｡]{{2,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．:：]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
 )
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
@@ -51,6 +52,7 @@ def _spaced(original: str) -> bool:
     return " " in original or "\u3000" in original or "\t" in original
 
 
+_QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 
@@ -90,6 +92,9 @@ class Punctuation:
             if mentions and _MENTION_BEFORE.search(original, 0, m.start()):
                 continue
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
+        if out and _QUOTE.search(original):
+            # Marks quoted back to the customer (您发的“？？”我看到了) are theirs, not the agent's.
+            out = [v for v in out if not inside_quotes(draft, v.start, v.end)]
         body = original.rstrip()
         if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:
             end = len(body)

@@ -459,3 +459,31 @@ def test_dictated_fillers_and_particles_do_not_hide_a_pasted_clause(mini):
     assert "rep" in mini.check("非常抱歉给您带来不便,嗯非常抱歉给您带来不便,那个非常抱歉给您带来不便").rule_ids
     assert "rep" in mini.check("好的亲马上处理,好的亲马上处理哈,嗯好的这就给您处理").rule_ids
     assert "rep" not in mini.check("嗯好的,那个我马上帮您处理哈").rule_ids
+
+
+def test_pinyin_with_homophones_is_read_every_way(tmp_path):
+    # bao guo is 包过 and 报过 alike; a library holding both words must still find 申诉包过.
+    patterns = [
+        {"groups": [["申诉"], ["包过", "稳过"]], "max_gap": 2},
+        {"groups": [["邻居"], ["报过"]], "max_gap": 4},
+    ]
+    g = _one_rule_guard(tmp_path, category="over_promise", patterns=patterns)
+    (hit,) = g.check("申诉包guo,我说的。").violations
+    assert hit.matched == "申诉包guo"
+    assert g.check("您邻居也bao guo案").action == "block"
+
+
+def test_latin_pattern_words_stand_alone(tmp_path):
+    g = _one_rule_guard(tmp_path, category="contempt", patterns=[{"groups": [["sb"], ["问题", "要求"]], "max_gap": 0}])
+    assert g.check("这种ＳＢ问题也要问").action == "block"
+    assert g.check("USB问题我帮您转技术同事").action == "pass"
+
+
+def test_quoted_marks_are_the_customers(mini):
+    assert mini.check("您发的“？？”我看到了,刚才在核实订单,现在结果出来了。").action == "pass"
+    assert mini.check("您问什么??").action == "rewrite"
+
+
+def test_dots_after_a_colon_stand_for_text_left_out(mini):
+    assert mini.check("条款第七条是这样写的:……我把原文截图发给您。").action == "pass"
+    assert mini.check("……行吧,我再帮您看看。").action == "rewrite"
