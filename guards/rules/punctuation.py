@@ -31,6 +31,8 @@ _DOTS = r"(?:…++|[.．]{3,}+)"
 _SPEECHLESS = re.compile(
     rf"[。｡]{{2,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．:：]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
 )
+# Dots before giving in (……行吧, ……算了) read as a sigh, wherever they stand.
+_RESIGNED = re.compile(rf"{_DOTS}(?=(?:行吧|好吧|算了|随便|无语|呵呵))")
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")
@@ -87,6 +89,8 @@ class Punctuation:
             # Leading dots are dropped; elsewhere one full stop takes their place.
             fix = "" if m.group("lead") else "。"
             out.append(violation(self.rule, draft, m.start(), m.end(), "。。。/…… reads as speechless", replacement=fix))
+        for m in _RESIGNED.finditer(original) if dotted and not out else ():
+            out.append(violation(self.rule, draft, m.start(), m.end(), "…… before giving in reads as a sigh", replacement="，"))
         mentions = "@" in original or "＠" in original
         for m in _SPACE_AS_PUNCT.finditer(original) if spaced else ():
             if mentions and _MENTION_BEFORE.search(original, 0, m.start()):

@@ -487,3 +487,9 @@ def test_quoted_marks_are_the_customers(mini):
 def test_dots_after_a_colon_stand_for_text_left_out(mini):
     assert mini.check("条款第七条是这样写的:……我把原文截图发给您。").action == "pass"
     assert mini.check("……行吧,我再帮您看看。").action == "rewrite"
+
+
+def test_dots_before_giving_in_read_as_a_sigh(mini):
+    v = mini.check("这个也要退款啊……行吧")
+    assert v.action == "rewrite" and v.rewritten == "这个也要退款啊，行吧"
+    assert mini.check("这个……我帮您查一下。").action == "pass"
