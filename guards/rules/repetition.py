@@ -16,7 +16,7 @@ from phrases.schema import Library, Rule
 from ..context import SENTENCE_ENDS, Context
 from ..errors import RuleConfigError
 from ..model import Violation
-from ..normalize import PARTICLES, Normalized, fold_phrase
+from ..normalize import PARTICLES, Normalized, fold_phrase, normalize
 from .base import violation
 
 __all__ = ["Repetition"]
@@ -42,6 +42,7 @@ _CHATTY = 80
 # Fillers of dictated speech before a clause, and softening particles after it.
 _FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
 _PARTICLE_CHARS = "".join(sorted(PARTICLES))
+_TILDES = re.compile("[~～]+")
 
 
 def _bare(body: str) -> str:
@@ -73,6 +74,8 @@ class Repetition:
         if len(text) < self.min_length:
             return []
         found = self._within(draft)
+        if not found and ("~" in draft.original or "～" in draft.original):
+            found = self._within_tildes(draft)
         if found or not ctx.agent_texts or text in self._standard:
             return found
         for earlier in ctx.agent_texts:
@@ -87,6 +90,16 @@ class Repetition:
                     )
                 ]
         return []
+
+    def _within_tildes(self, draft: Normalized) -> list[Violation]:
+        """_within with each tilde read as the end of a sentence: 亲您放心哦~亲您放心哦~亲您放心哦~.
+
+        Tildes are decoration (and evasion: 不~知~道), so the matching view drops them and the
+        copies run together. One character replaced by one keeps every offset, so the spans
+        found in the replaced text are the draft's own.
+        """
+        stopped = normalize(_TILDES.sub("。", draft.original))
+        return [v.model_copy(update={"matched": draft.original[v.start : v.end]}) for v in self._within(stopped)]
 
     def _within(self, draft: Normalized) -> list[Violation]:
         """The same sentence said again in one draft: twice for a sentence of min_length or more,

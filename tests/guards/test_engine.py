@@ -493,3 +493,8 @@ def test_dots_before_giving_in_read_as_a_sigh(mini):
     v = mini.check("这个也要退款啊……行吧")
     assert v.action == "rewrite" and v.rewritten == "这个也要退款啊，行吧"
     assert mini.check("这个……我帮您查一下。").action == "pass"
+
+
+def test_copies_joined_by_tildes(mini):
+    assert "rep" in mini.check("亲您放心哦~亲您放心哦~亲这边马上给您看哦~亲您放心哦~").rule_ids
+    assert "rep" not in mini.check("亲~您好~请问有什么可以帮您~").rule_ids
