@@ -95,6 +95,18 @@ def _a_not_a(text: str, i: int) -> bool:
     return text[i] == "不" and 0 < i < len(text) - 1 and text[i - 1] == text[i + 1]
 
 
+def _says(words: re.Pattern[str], text: str, lo: int, hi: int) -> bool:
+    """True when text[lo:hi] holds one of the context words, not counting a negation that is
+    the middle of an A-not-A question (能不能私下 asks; it does not say 不能私下)."""
+    # Most windows hold no word: one search says so for less than a finditer.
+    m = words.search(text, lo, hi)
+    while m is not None:
+        if not _a_not_a(text, m.start()):
+            return True
+        m = words.search(text, m.end(), hi)
+    return False
+
+
 class LexicalRules:
     """All `lexical` rules of a library, matched together."""
 
@@ -343,20 +355,16 @@ class LexicalRules:
         if allow is not None:
             cs, ce = clause_bounds(text, start, end, stops=CONTEXT_CLAUSE_ENDS)
             for window, before in allow.before:
-                # Most windows hold no word: one search says so for less than a finditer.
-                m = before.search(text, max(cs, start - window), start)
-                while m is not None:
-                    if not _a_not_a(text, m.start()):
-                        return True
-                    m = before.search(text, m.end(), start)
+                if _says(before, text, max(cs, start - window), start):
+                    return True
             for after_window, after in allow.after:
                 # A word that starts at most after_window characters after the match.
                 m = after.search(text, end, min(ce, end + after_window + 8))
                 if m is not None and m.start() - end <= after_window:
                     return True
-            if allow.clause is not None and allow.clause.search(text, cs, ce):
+            if allow.clause is not None and _says(allow.clause, text, cs, ce):
                 return True
-            if allow.sentence is not None and allow.sentence.search(text, *clause_bounds(text, start, end, stops=SENTENCE_ENDS)):
+            if allow.sentence is not None and _says(allow.sentence, text, *clause_bounds(text, start, end, stops=SENTENCE_ENDS)):
                 return True
         if _QUOTE.search(text) is None:
             return False

@@ -498,3 +498,11 @@ def test_dots_before_giving_in_read_as_a_sigh(mini):
 def test_copies_joined_by_tildes(mini):
     assert "rep" in mini.check("亲您放心哦~亲您放心哦~亲这边马上给您看哦~亲您放心哦~").rule_ids
     assert "rep" not in mini.check("亲~您好~请问有什么可以帮您~").rule_ids
+
+
+def test_an_a_not_a_question_is_no_negation_in_any_context(tmp_path):
+    # 能不能私下 asks; a sentence context 不能私下 (the agent refusing) must not clear the request.
+    g = _one_rule_guard(tmp_path, category="privacy_request", phrases=["银行卡号报给我"],
+                        allow={"sentence": ["不能私下"], "clause": ["不能私下"]})
+    assert g.check("您把银行卡号报给我，我看看能不能私下补给您。").action == "block"
+    assert g.check("银行卡号报给我是不行的，我们不能私下转账。").action == "pass"
