@@ -93,7 +93,9 @@ class Guard:
         # Detectors with trigger words run only on drafts where the lexical pass saw one.
         self._gated = frozenset(i for i, d in enumerate(self._detectors) if getattr(d, "triggers", ()))
         triggers = {i: self._detectors[i].triggers for i in self._gated}
-        self._lexical = LexicalRules(lexical, library.contexts, reference=reference, triggers=triggers)
+        self._lexical = LexicalRules(
+            lexical, library.contexts, reference=reference, triggers=triggers, glosses=library.glosses
+        )
         self._rules = {r.id: r for r in library.rules}
         self._templates = {t.id: t for t in library.templates}
         self._repeat_rules = frozenset(r.id for r in lexical if r.repeat_action)

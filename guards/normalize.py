@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -268,6 +269,13 @@ class Normalized:
         for j, end in collapsed:
             ends[j] = end
         self._starts, self._ends = starts, ends
+
+    def matching_span(self, start: int, end: int) -> tuple[int, int]:
+        """The matching-view slice that holds original text[start:end] (the inverse of span)."""
+        if self._starts is None:
+            self._build_map()
+        assert self._starts is not None
+        return bisect_left(self._starts, start), bisect_left(self._starts, end)
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Original [start, end) of the matching-view slice [start, end)."""

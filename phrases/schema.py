@@ -30,6 +30,9 @@ __all__ = [
     "Thresholds",
 ]
 
+# A gloss's word: Latin letters, digits, spaces and apostrophes (refund, bank account, i've).
+_GLOSS_WORD = re.compile("[a-z0-9' ]*[a-z][a-z0-9' ]*")
+
 # The categories of spec section 1, plus `wait_time` for spec section 3 (a wait must be named
 # and may not exceed the cap), which is checked on the draft before it is sent.
 Category = Literal[
@@ -250,6 +253,24 @@ class Library(_Model):
     greetings: Greetings = Greetings()
     closings: Closings = Closings()
     thresholds: Thresholds = Thresholds()
+    glosses: dict[str, str] = Field(
+        default={},
+        description="words of English (or other Latin script) that agents mix into Chinese, with their Chinese "
+        "meaning: the guard also reads a draft with these words in Chinese (我 promise 一定 refund → 我保证一定退款)",
+    )
+
+    @field_validator("glosses")
+    @classmethod
+    def _glosses(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for word, meaning in value.items():
+            if not _GLOSS_WORD.fullmatch(word):
+                problems.append(f"gloss {word!r}: write the word in lower-case Latin letters, digits, spaces or '")
+            if not meaning or not all("\u4e00" <= c <= "\u9fff" for c in meaning):
+                problems.append(f"gloss {word!r}: the meaning must be Chinese characters, got {meaning!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> Library:

@@ -30,6 +30,7 @@ from ..context import (
 from ..model import Violation
 from ..normalize import (
     BOUNDARIES,
+    HOLE,
     Normalized,
     clause_end,
     codes,
@@ -89,6 +90,19 @@ def _merge(allows: list[Allow]) -> _Allow | None:
     )
 
 
+_HOLES = re.compile(f"{HOLE}+")
+
+
+def _gloss_finder(glosses: dict[str, str]) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+    """One regex over the folded view for every glossed word (longest first, whole words only;
+    the spaces of a phrase may be any run of holes), and the meaning of each word."""
+    if not glosses:
+        return None, {}
+    words = sorted(glosses, key=len, reverse=True)
+    body = "|".join(f"{HOLE}+".join(map(re.escape, w.split())) for w in words)
+    return re.compile(f"(?<![a-z])(?:{body})(?![a-z])"), {" ".join(w.split()): v for w, v in glosses.items()}
+
+
 def _a_not_a(text: str, i: int) -> bool:
     """True when text[i] is the 不 of an A-not-A question (能不能, 会不会, 可不可以): a question, not a
     negation, so a context word such as 不能 found there clears nothing."""
@@ -119,9 +133,11 @@ class LexicalRules:
         *,
         reference: str = "",
         triggers: dict[int, tuple[str, ...]] | None = None,
+        glosses: dict[str, str] | None = None,
     ) -> None:
         self.rules = rules
         self._index = build_index(rules, reference=reference, triggers=triggers)
+        self._glosses, self._gloss_words = _gloss_finder(glosses or {})
         # Each rule's own allow-context and the shared ones of its category, merged.
         self._contexts = [
             _merge([a for a in [r.allow, *(x for x in shared if r.category in x.categories)] if a is not None])
@@ -203,8 +219,10 @@ class LexicalRules:
         self._pattern_candidates(text, anchored, windows, found)
         if fuzzy:
             self._fuzzy_candidates(text, fuzzy, found)
-        if ix.mixed is not None and not respelling and _LETTERS.search(text):
-            respelled = self._mixed_candidates(text, found)
+        if not respelling and _LETTERS.search(text):
+            respelled = self._mixed_candidates(text, found) if ix.mixed is not None else []
+            if self._glosses is not None:
+                respelled += self._glossed(draft)
             if respelled:
                 self._respelled(text, respelled, found, triggered)
         return [(ri, s, e, kind) for (ri, s, e), kind in found.items()]
@@ -265,6 +283,18 @@ class LexicalRules:
         for lo, hi in windows:
             self._mixed_window(text, lo, hi, found, respelled)
         return respelled
+
+    def _glossed(self, draft: Normalized) -> list[tuple[int, int, str]]:
+        """Library glosses of the draft's English words, as (start, end, Chinese) in the matching
+        view: 我 promise 一定 refund 给你 reads 我保证一定退款给你. Words are found in the folded view,
+        where the spaces between them still stand (as holes), so refund is not found in refunded."""
+        assert self._glosses is not None
+        out: list[tuple[int, int, str]] = []
+        for m in self._glosses.finditer(draft.folded):
+            start, end = draft.matching_span(m.start(), m.end())
+            if end > start:
+                out.append((start, end, self._gloss_words[_HOLES.sub(" ", m.group())]))
+        return out
 
     def _respelled(
         self, text: str, respelled: list[tuple[int, int, str]], found: dict[tuple[int, int, int], str],

@@ -43,6 +43,8 @@ _CHATTY = 80
 _FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
 _PARTICLE_CHARS = "".join(sorted(PARTICLES))
 _TILDES = re.compile("[~～]+")
+# Three or more characters said three times running, with no mark between the copies.
+_TRIPLE = re.compile(r"([^。!?;,:、\n]{3,12}?)\1\1", re.DOTALL)
 
 
 def _bare(body: str) -> str:
@@ -124,6 +126,11 @@ class Repetition:
         if chatty:
             # Short chatty drafts say 嗯, 那个 before a copy and 哈, 哦 after it: not a new clause.
             pieces = [_bare(p) for p in pieces]
+            # The same words three times in a row with nothing between: 在催了在催了在催了.
+            m = _TRIPLE.search(text)
+            if m is not None:
+                start, end = draft.span(m.start(), m.end())
+                return [violation(self.rule, draft, start, end, "says the same words 3 times in a row")]
         distinct = set(pieces)
         distinct.discard("")
         if len(distinct) == len(pieces) - pieces.count(""):

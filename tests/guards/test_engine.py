@@ -506,3 +506,42 @@ def test_an_a_not_a_question_is_no_negation_in_any_context(tmp_path):
                         allow={"sentence": ["不能私下"], "clause": ["不能私下"]})
     assert g.check("您把银行卡号报给我，我看看能不能私下补给您。").action == "block"
     assert g.check("银行卡号报给我是不行的，我们不能私下转账。").action == "pass"
+
+
+def _glossed_guard(tmp_path, glosses, **rule) -> guards.Guard:
+    data = {
+        "rules": [{"id": "only", "severity": "fatal", "action": "block", "source": "test", "suggest": ["tpl"], **rule}],
+        "templates": [{"id": "tpl", "situation": "s", "text": "好的。"}],
+        "glosses": glosses,
+    }
+    path = tmp_path / "lib.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return guards.Guard(phrases.load_library(path))
+
+
+def test_english_words_read_through_the_library_glosses(tmp_path):
+    g = _glossed_guard(tmp_path, {"promise": "保证", "refund": "退款", "bank account": "银行账户"},
+                       category="over_promise", patterns=[{"groups": [["保证"], ["退款", "银行账户"]], "max_gap": 4}])
+    (hit,) = g.check("我 promise 一定 refund 给你。").violations
+    assert hit.matched == "我 promise 一定 refund"[2:]
+    assert g.check("我保证 bank  account 没问题").action == "block"  # any run of spaces inside a phrase
+    # Whole words only: refunded is not refund, and nothing happens without a glossed word.
+    assert g.check("我 promise 一定 refunded").action == "pass"
+    assert g.check("我一定尽快处理 refund 申请").action == "pass"
+
+
+def test_glosses_are_validated(tmp_path):
+    data = {"glosses": {"Refund": "退款", "refund": "refund"}}
+    path = tmp_path / "lib.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(phrases.LibraryError) as err:
+        phrases.load_library(path)
+    text = str(err.value)
+    assert "gloss 'Refund'" in text and "lower-case" in text
+    assert "gloss 'refund'" in text and "Chinese characters" in text
+
+
+def test_the_same_words_three_times_running(mini):
+    assert "rep" in mini.check("在催了在催了在催了，别急。").rule_ids
+    assert "rep" not in mini.check("谢谢谢谢谢谢").rule_ids  # one character repeated is collapsed, not pasted
+    assert "rep" not in mini.check("在催了，别急。").rule_ids
