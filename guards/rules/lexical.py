@@ -90,17 +90,14 @@ def _merge(allows: list[Allow]) -> _Allow | None:
     )
 
 
-_HOLES = re.compile(f"{HOLE}+")
+# A word of a glossed phrase in the folded view (lower-case, full-width already half-width).
+_LATIN_TOKEN = re.compile("[a-z0-9']+")
 
 
-def _gloss_finder(glosses: dict[str, str]) -> tuple[re.Pattern[str] | None, dict[str, str]]:
-    """One regex over the folded view for every glossed word (longest first, whole words only;
-    the spaces of a phrase may be any run of holes), and the meaning of each word."""
-    if not glosses:
-        return None, {}
-    words = sorted(glosses, key=len, reverse=True)
-    body = "|".join(f"{HOLE}+".join(map(re.escape, w.split())) for w in words)
-    return re.compile(f"(?<![a-z])(?:{body})(?![a-z])"), {" ".join(w.split()): v for w, v in glosses.items()}
+def _gloss_table(glosses: dict[str, str]) -> tuple[dict[str, str], int]:
+    """Each glossed word or phrase with single spaces, and the most words a phrase has."""
+    table = {" ".join(w.split()): v for w, v in glosses.items()}
+    return table, max((k.count(" ") + 1 for k in table), default=0)
 
 
 def _a_not_a(text: str, i: int) -> bool:
@@ -137,7 +134,7 @@ class LexicalRules:
     ) -> None:
         self.rules = rules
         self._index = build_index(rules, reference=reference, triggers=triggers)
-        self._glosses, self._gloss_words = _gloss_finder(glosses or {})
+        self._glosses, self._gloss_len = _gloss_table(glosses or {})
         # Each rule's own allow-context and the shared ones of its category, merged.
         self._contexts = [
             _merge([a for a in [r.allow, *(x for x in shared if r.category in x.categories)] if a is not None])
@@ -221,7 +218,7 @@ class LexicalRules:
             self._fuzzy_candidates(text, fuzzy, found)
         if not respelling and _LETTERS.search(text):
             respelled = self._mixed_candidates(text, found) if ix.mixed is not None else []
-            if self._glosses is not None:
+            if self._glosses:
                 respelled += self._glossed(draft)
             if respelled:
                 self._respelled(text, respelled, found, triggered)
@@ -286,14 +283,31 @@ class LexicalRules:
 
     def _glossed(self, draft: Normalized) -> list[tuple[int, int, str]]:
         """Library glosses of the draft's English words, as (start, end, Chinese) in the matching
-        view: 我 promise 一定 refund 给你 reads 我保证一定退款给你. Words are found in the folded view,
-        where the spaces between them still stand (as holes), so refund is not found in refunded."""
-        assert self._glosses is not None
+        view: 我 promise 一定 refund 给你 reads 我保证一定退款给你. Words are read in the folded view,
+        where the spaces between them still stand (as holes): whole words only (refunded is not
+        refund), and a phrase's words must be separated by spaces alone. Longest phrase first."""
+        folded = draft.folded
+        tokens = [(m.group(), m.start(), m.end()) for m in _LATIN_TOKEN.finditer(folded)]
         out: list[tuple[int, int, str]] = []
-        for m in self._glosses.finditer(draft.folded):
-            start, end = draft.matching_span(m.start(), m.end())
+        i = 0
+        while i < len(tokens):
+            phrase, found = tokens[i][0], None
+            for k in range(i, min(len(tokens), i + self._gloss_len)):
+                if k > i:
+                    if folded[tokens[k - 1][2] : tokens[k][1]].strip(HOLE):
+                        break  # more than spaces between the words: not one phrase
+                    phrase += " " + tokens[k][0]
+                meaning = self._glosses.get(phrase)
+                if meaning is not None:
+                    found = (k, meaning)
+            if found is None:
+                i += 1
+                continue
+            k, meaning = found
+            start, end = draft.matching_span(tokens[i][1], tokens[k][2])
             if end > start:
-                out.append((start, end, self._gloss_words[_HOLES.sub(" ", m.group())]))
+                out.append((start, end, meaning))
+            i = k + 1
         return out
 
     def _respelled(
