@@ -42,7 +42,8 @@ _CHATTY = 80
 # Fillers of dictated speech before a clause, and softening particles after it.
 _FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
 _PARTICLE_CHARS = "".join(sorted(PARTICLES))
-_TILDES = re.compile("[~～]+")
+# Sentence ends the matching view does not keep: tildes, and an ASCII full stop before a space.
+_SEPARATED = re.compile(r"[~～]+|\.(?=\s)")
 # Three or more characters said three times running, with no mark between the copies.
 _TRIPLE = re.compile(r"([^。!?;,:、\n]{3,12}?)\1\1", re.DOTALL)
 
@@ -76,8 +77,8 @@ class Repetition:
         if len(text) < self.min_length:
             return []
         found = self._within(draft)
-        if not found and ("~" in draft.original or "～" in draft.original):
-            found = self._within_tildes(draft)
+        if not found and _SEPARATED.search(draft.original):
+            found = self._within_separated(draft)
         if found or not ctx.agent_texts or text in self._standard:
             return found
         for earlier in ctx.agent_texts:
@@ -93,14 +94,15 @@ class Repetition:
                 ]
         return []
 
-    def _within_tildes(self, draft: Normalized) -> list[Violation]:
-        """_within with each tilde read as the end of a sentence: 亲您放心哦~亲您放心哦~亲您放心哦~.
+    def _within_separated(self, draft: Normalized) -> list[Violation]:
+        """_within with each tilde, and each ASCII full stop before a space, read as the end of a
+        sentence: 亲您放心哦~亲您放心哦~ and Sorry for the inconvenience. Sorry for the inconvenience.
 
-        Tildes are decoration (and evasion: 不~知~道), so the matching view drops them and the
-        copies run together. One character replaced by one keeps every offset, so the spans
-        found in the replaced text are the draft's own.
+        The matching view drops tildes (decoration, and evasion: 不~知~道) and keeps the ASCII full
+        stop as a character (不.知.道), so those copies run together there. Each mark is replaced
+        by one 。, which keeps every offset: the spans found are the draft's own.
         """
-        stopped = normalize(_TILDES.sub("。", draft.original))
+        stopped = normalize(_SEPARATED.sub(lambda m: "。" * len(m.group()), draft.original))
         return [v.model_copy(update={"matched": draft.original[v.start : v.end]}) for v in self._within(stopped)]
 
     def _within(self, draft: Normalized) -> list[Violation]:

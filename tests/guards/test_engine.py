@@ -545,3 +545,14 @@ def test_the_same_words_three_times_running(mini):
     assert "rep" in mini.check("在催了在催了在催了，别急。").rule_ids
     assert "rep" not in mini.check("谢谢谢谢谢谢").rule_ids  # one character repeated is collapsed, not pasted
     assert "rep" not in mini.check("在催了，别急。").rule_ids
+
+
+def test_english_sentences_pasted_again(mini):
+    pasted = "Sorry for the inconvenience. Sorry for the inconvenience. Sorry for the inconvenience."
+    (hit,) = [v for v in mini.check(pasted).violations if v.rule_id == "rep"]
+    assert pasted[hit.start : hit.end] == hit.matched
+    assert "rep" not in mini.check("We are looking into it. Thanks for your patience.").rule_ids
+    # A run of tildes is replaced mark for mark, so spans still point into the draft.
+    tildes = "亲您放心哦~~亲您放心哦~~亲这边马上给您看哦~亲您放心哦~"
+    (hit,) = [v for v in mini.check(tildes).violations if v.rule_id == "rep"]
+    assert tildes[hit.start : hit.end] == hit.matched
