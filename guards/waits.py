@@ -18,7 +18,9 @@ __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_fo
 WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
-_NUM = "[0-9]+|[零一二两三四五六七八九十百]+|半"
+# Digits may be spaced apart to slip past a check (稍等1 0分钟 is ten minutes): up to two spaces between
+# two digits join them.
+_NUM = "[0-9](?: {0,2}[0-9])*|[零一二两三四五六七八九十百]+|半"
 # A lookahead for the first character of a number: regexes that start with a number and carry it
 # skip ahead to candidate positions instead of trying the whole pattern at every character.
 _AT_NUM = "(?=[0-9零一二两三四五六七八九十百半])"
@@ -63,6 +65,7 @@ class WaitPromise:
 def _number(token: str) -> float | None:
     if token == "半":
         return 0.5
+    token = token.replace(" ", "")
     if token.isdigit():
         return float(token)
     total, current = 0, 0
