@@ -38,7 +38,8 @@ _IM_FIRST = re.compile("[" + "".join(sorted({w[0] for w in _IM})) + "]")
 # A number that belongs to whoever delivers or installs (快递员的电话是…) is service information the
 # customer needs, not the agent's private contact.
 _SERVICE_PEOPLE = ("快递员", "快递小哥", "师傅", "骑手", "配送员", "送货员", "安装工", "维修工", "网点", "驿站")
-# An 11-digit number named as an order, waybill or ticket number is not a phone number.
+# An 11-digit number (or an id after WX/QQ) named as an order, waybill or ticket number is not a
+# phone number or an IM id.
 _NOT_PHONE = ("订单号", "单号", "编号", "取件码", "流水号", "会员号", "工单号", "订单编号", "卡号")
 
 
@@ -86,5 +87,9 @@ class ContactNumber:
             if _digits(m.group()) not in given:
                 out.append(violation(self.rule, draft, m.start(), m.end(), "a private phone number in the reply"))
         for m in _IM_ID.finditer(text) if im else ():
+            # 报修单号是WX2024…: an order number that starts with the letters of an IM, not an id.
+            cs, _ = clause_bounds(text, m.start(), m.end(), stops=SENTENCE_ENDS)
+            if any(p in text[cs : m.start()] for p in _NOT_PHONE):
+                continue
             out.append(violation(self.rule, draft, m.start(), m.end("id"), "a private QQ/WeChat id in the reply"))
         return out

@@ -556,3 +556,9 @@ def test_english_sentences_pasted_again(mini):
     tildes = "亲您放心哦~~亲您放心哦~~亲这边马上给您看哦~亲您放心哦~"
     (hit,) = [v for v in mini.check(tildes).violations if v.rule_id == "rep"]
     assert tildes[hit.start : hit.end] == hit.matched
+
+
+def test_an_order_number_that_starts_with_wx_is_no_wechat_id():
+    g = guards.Guard(phrases.load_library())
+    assert g.check("您家的报修单号是WX20240518003，可以在App里随时查看进度。").action == "pass"
+    assert g.check("我的微信号是wx20240518003，加我。").action == "block"
