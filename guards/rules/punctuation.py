@@ -8,6 +8,7 @@ Each finding carries its in-place fix: one mark for a run, "，" for spaces used
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from phrases.schema import Library, Rule
 
@@ -55,6 +56,11 @@ def _spaced(original: str) -> bool:
 
 
 _QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
+
+
+def _emoji_end(body: str) -> bool:
+    last = body[-1]
+    return last >= "\U0001F000" or unicodedata.category(last) == "So"
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 
@@ -100,7 +106,8 @@ class Punctuation:
             # Marks quoted back to the customer (您发的“？？”我看到了) are theirs, not the agent's.
             out = [v for v in out if not inside_quotes(draft, v.start, v.end)]
         body = original.rstrip()
-        if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out:
+        # A closing emoji (好的😊) ends a chat message as a full stop would.
+        if len(body) >= self.min_length and not _ANY_PUNCT.search(original) and not out and not _emoji_end(body):
             end = len(body)
             out.append(
                 violation(self.rule, draft, end, end, "a long reply with no punctuation", replacement="。")

@@ -562,3 +562,8 @@ def test_an_order_number_that_starts_with_wx_is_no_wechat_id():
     g = guards.Guard(phrases.load_library())
     assert g.check("您家的报修单号是WX20240518003，可以在App里随时查看进度。").action == "pass"
     assert g.check("我的微信号是wx20240518003，加我。").action == "block"
+
+
+def test_a_closing_emoji_ends_a_message(mini):
+    assert mini.check("关注我们店铺可以领五元无门槛券哦😊").action == "pass"
+    assert mini.check("您好您的快递已经到了驿站记得去取哦").action == "rewrite"
