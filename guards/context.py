@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .model import Message
 from .normalize import BOUNDARIES, Normalized
 
-__all__ = ["CONTEXT_CLAUSE_ENDS", "QUOTES", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
+__all__ = ["CONTEXT_CLAUSE_ENDS", "QUOTES", "QUOTE_MARK", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
 
 # Marks that end a sentence; commas, colons and semicolons only end a clause.
 SENTENCE_ENDS = frozenset("。!?\n…")
@@ -20,6 +20,8 @@ _OPEN = "“「『《‘"
 _CLOSE = "”」』》’"
 # Every quotation mark the matching view keeps; a draft without one quotes nobody.
 QUOTES = _OPEN + _CLOSE + "\"'"
+# Finds any of them: rules skip the quotation check on drafts without one.
+QUOTE_MARK = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 @dataclass(frozen=True, slots=True)

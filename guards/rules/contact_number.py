@@ -48,6 +48,12 @@ _CN_DIGITS = str.maketrans("幺一二两三四五六七八九零〇", "112234567
 _CN_MOBILE_START = ("幺三", "幺五", "幺八", "一三", "一五", "一八", "一九", "一七", "一四", "一六", "幺九", "幺七")
 
 
+def _named_before(text: str, start: int, end: int, words: tuple[str, ...]) -> bool:
+    """True when one of `words` comes before text[start:end] in its sentence (师傅的电话是…, 单号是…)."""
+    cs, _ = clause_bounds(text, start, end, stops=SENTENCE_ENDS)
+    return any(w in text[cs:start] for w in words)
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
@@ -81,15 +87,13 @@ class ContactNumber:
         given = {_digits(m.group()) for msg in ctx.history if msg.role == "customer" for m in _MOBILE.finditer(msg.text)}
         out: list[Violation] = []
         for m in _MOBILE.finditer(text) if mobile else ():
-            cs, ce = clause_bounds(text, m.start(), m.end(), stops=SENTENCE_ENDS)
-            if any(p in text[cs : m.start()] for p in _SERVICE_PEOPLE + _NOT_PHONE):
+            if _named_before(text, m.start(), m.end(), _SERVICE_PEOPLE + _NOT_PHONE):
                 continue
             if _digits(m.group()) not in given:
                 out.append(violation(self.rule, draft, m.start(), m.end(), "a private phone number in the reply"))
         for m in _IM_ID.finditer(text) if im else ():
             # 报修单号是WX2024…: an order number that starts with the letters of an IM, not an id.
-            cs, _ = clause_bounds(text, m.start(), m.end(), stops=SENTENCE_ENDS)
-            if any(p in text[cs : m.start()] for p in _NOT_PHONE):
+            if _named_before(text, m.start(), m.end(), _NOT_PHONE):
                 continue
             out.append(violation(self.rule, draft, m.start(), m.end("id"), "a private QQ/WeChat id in the reply"))
         return out

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from itertools import islice, product
 from dataclasses import dataclass
+from itertools import islice, product
 
 from rapidfuzz import fuzz
 
@@ -21,7 +21,7 @@ from phrases.schema import Rule, SharedContext
 
 from ..context import (
     CONTEXT_CLAUSE_ENDS,
-    QUOTES,
+    QUOTE_MARK,
     SENTENCE_ENDS,
     Context,
     clause_bounds,
@@ -47,7 +47,6 @@ _LETTERS = re.compile(r"[a-z]{2}")
 _LATIN_RUN = re.compile(r"[a-z]+")
 # Below this length per-character Python or regex work beats numpy's fixed cost per call.
 _SHORT_DRAFT = 64
-_QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 # Spellings of one draft tried when its pinyin-typed words read as several homophones.
 _READINGS = 8
 
@@ -410,7 +409,7 @@ class LexicalRules:
                 return True
             if allow.sentence is not None and _says(allow.sentence, text, *clause_bounds(text, start, end, stops=SENTENCE_ENDS)):
                 return True
-        if _QUOTE.search(text) is None:
+        if QUOTE_MARK.search(text) is None:
             return False
         ostart, oend = draft.span(start, end)
         return inside_quotes(draft, ostart, oend)

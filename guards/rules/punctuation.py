@@ -12,7 +12,7 @@ import unicodedata
 
 from phrases.schema import Library, Rule
 
-from ..context import QUOTES, Context, inside_quotes
+from ..context import QUOTE_MARK, Context, inside_quotes
 from ..errors import RuleConfigError
 from ..model import Violation
 from ..normalize import Normalized
@@ -55,7 +55,6 @@ def _spaced(original: str) -> bool:
     return " " in original or "\u3000" in original or "\t" in original
 
 
-_QUOTE = re.compile("[" + re.escape(QUOTES) + "]")
 
 
 def _emoji_end(body: str) -> bool:
@@ -102,7 +101,7 @@ class Punctuation:
             if mentions and _MENTION_BEFORE.search(original, 0, m.start()):
                 continue
             out.append(violation(self.rule, draft, m.start(), m.end(), "spaces used instead of punctuation", replacement="，"))
-        if out and _QUOTE.search(original):
+        if out and QUOTE_MARK.search(original):
             # Marks quoted back to the customer (您发的“？？”我看到了) are theirs, not the agent's.
             out = [v for v in out if not inside_quotes(draft, v.start, v.end)]
         body = original.rstrip()
