@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from .model import Message
 from .normalize import BOUNDARIES, Normalized
 
-__all__ = ["CONTEXT_CLAUSE_ENDS", "QUOTES", "QUOTE_MARK", "SENTENCE_ENDS", "Context", "clause_bounds", "inside_quotes"]
+__all__ = [
+    "CONTEXT_CLAUSE_ENDS", "QUOTES", "QUOTE_MARK", "SENTENCE_ENDS", "Context", "clause_bounds", "crosses_quote", "inside_quotes",
+]
 
 # Marks that end a sentence; commas, colons and semicolons only end a clause.
 SENTENCE_ENDS = frozenset("。!?\n…")
@@ -81,3 +83,15 @@ def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
     rest = draft.original[end:].strip()
     prefix = draft.original[:start].strip()
     return not (len(prefix) <= 1 and len(rest) <= 1 and len(stripped) <= end - start + 2)
+
+
+
+# An opening quotation mark right after a verb of speech: what follows is someone's words reported
+# (您说“不知道该找哪个部门”), not the agent's own.
+_REPORTED = re.compile("[说问讲道写称][" + re.escape(_OPEN) + "\"]")
+
+
+def crosses_quote(draft: Normalized, start: int, end: int) -> bool:
+    """True when original text[start:end] runs from the agent's words into words reported after
+    a verb of speech and an opening quotation mark: the match is neither's."""
+    return end - start > 2 and _REPORTED.search(draft.folded, start, end - 1) is not None

@@ -15,23 +15,25 @@ from .normalize import fold
 __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
 
 # A draft without any of these cannot promise a wait; one search skips the slower regexes.
-WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "min")
+WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "别走开", "别下线")
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
 # Digits may be spaced apart to slip past a check (稍等1 0分钟 is ten minutes): up to two spaces between
 # two digits join them.
-_NUM = "[0-9](?: {0,2}[0-9])*|[零一二两三四五六七八九十百]+|半"
+# 个把 is "one or so" (个把钟头, about an hour).
+_NUM = "[0-9](?: {0,2}[0-9])*|[零一二两三四五六七八九十百]+|半|个把"
 # A lookahead for the first character of a number: regexes that start with a number and carry it
 # skip ahead to candidate positions instead of trying the whole pattern at every character.
-_AT_NUM = "(?=[0-9零一二两三四五六七八九十百半])"
+_AT_NUM = "(?=[0-9零一二两三四五六七八九十百半个])"
 # Between the number and the unit: 二十来分钟, 十多分钟, 半个小时.
 _APPROX = r"\s*(?:来|多)?\s*(?:个)?\s*"
 # 个钟 / 个钟头 is the hour in Cantonese and colloquial Mandarin (半个钟, 两个钟头).
-_UNITS = r"小时|钟头|分钟|分|秒钟|秒|刻钟|刻|(?<=个)钟|min|mins|minutes?|s|sec|secs"
+# Units typed in pinyin count too (30fen钟, 2xiaoshi).
+_UNITS = r"小时|钟头|分钟|分|秒钟|秒|刻钟|刻|(?<=个)钟|fen钟|fenzhong|xiaoshi|min|mins|minutes?|s|sec|secs"
 _UNIT = r"(?:" + _UNITS + ")"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
 _WAIT = re.compile(
-    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等待|耐心等待|等我|等个|等上|先等)"
+    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等会儿|等会(?![员计议场所长])|等一等|等待|耐心等待|等我|等个|等上|先等)"
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?))?"
 )
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
@@ -44,12 +46,17 @@ _REPLY_WORDS = ("回复", "答复", "给您", "回您", "告诉您", "确认好"
 # A duration before a reply verb: 2分钟后回复您, 大约三分钟给您答复. Hours are left out: "24小时内
 #给您回复" promises a follow-up, not a wait in the chat.
 _BEFORE = re.compile(
-    _AT_NUM + r"(?P<after>(?:" + _NUM + r")\s*(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
+    _AT_NUM + r"(?P<after>(?:" + _NUM + r")" + _APPROX + r"(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:" + "|".join(_REPLY_WORDS) + ")"
 )
+# Asking the customer to stay in the chat (您先别下线, 在线别走开) with a length named anywhere in the
+# same sentence promises that wait: 退费审核大概要半小时,您先在线别走开. Not after 不用/无需 (不用在线等).
+_STAY = re.compile(r"(?<!不用)(?<!无需)(?<!不必)(?:别走开|别下线|不要走开|不要下线|别离开|先别走|别退出|别关窗口|在线等着?)")
+_VISIT = re.compile("送达|上门|派送|快递员|师傅|骑手|司机|到家|到达|到店")
 # 感谢您的耐心等待 thanks the customer for a wait that is over; it promises none.
 _THANKS = re.compile(r"感谢|谢谢|多谢|辛苦")
 _SENTENCE_END = re.compile(r"[。!?\n]")
+_SENTENCE_START = re.compile(r".*[。!?\n]", re.DOTALL)
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
 
@@ -65,6 +72,8 @@ class WaitPromise:
 def _number(token: str) -> float | None:
     if token == "半":
         return 0.5
+    if token == "个把":
+        return 1.0
     token = token.replace(" ", "")
     if token.isdigit():
         return float(token)
@@ -96,7 +105,7 @@ def parse_duration(text: str) -> int | None:
         return None
     unit = m.group(2)
     # 一刻钟 is a quarter of an hour.
-    scale = (3600 if unit in ("小时", "钟头", "钟") else 900 if unit.startswith("刻")
+    scale = (3600 if unit in ("小时", "钟头", "钟", "xiaoshi") else 900 if unit.startswith("刻")
              else 1 if unit.startswith(("秒", "s")) else 60)
     half = 0.5 * scale if m.group(3) else 0
     return int(n * scale + half)
@@ -104,7 +113,7 @@ def parse_duration(text: str) -> int | None:
 
 # A number right before a unit of time: the cheap outline of every duration the regexes below can
 # read (they are slower, so they run only where this finds something).
-_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半][\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|min|s|sec)")
+_TIME_HINT = re.compile(r"(?:[0-9零一二两三四五六七八九十百半]|个把)[\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|fen|xiaoshi|min|s|sec)")
 
 
 def names_time(folded: str) -> bool:
@@ -141,4 +150,15 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
         t = timed.search(folded) if present else None
         if t:
             return WaitPromise(t.start(), t.end(), parse_duration(t.group("after")))
+    if m is None:
+        stay = _STAY.search(folded)
+        if stay is not None:
+            begin = _SENTENCE_START.match(folded, 0, stay.start())
+            lo = begin.end() if begin else 0
+            stop = _SENTENCE_END.search(folded, stay.end())
+            hi = stop.start() if stop else len(folded)
+            d = _DURATION.search(folded, lo, hi)
+            # 快递员30分钟后到,请别走开 asks the customer to be home for a visit, not to wait in the chat.
+            if d and _VISIT.search(folded, lo, hi) is None:
+                return WaitPromise(min(d.start(), stay.start()), max(d.end(), stay.end()), parse_duration(d.group()))
     return WaitPromise(m.start(), m.end(), None) if m else None

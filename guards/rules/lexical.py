@@ -25,6 +25,7 @@ from ..context import (
     SENTENCE_ENDS,
     Context,
     clause_bounds,
+    crosses_quote,
     inside_quotes,
 )
 from ..model import Violation
@@ -412,7 +413,7 @@ class LexicalRules:
         if QUOTE_MARK.search(text) is None:
             return False
         ostart, oend = draft.span(start, end)
-        return inside_quotes(draft, ostart, oend)
+        return inside_quotes(draft, ostart, oend) or crosses_quote(draft, ostart, oend)
 
     def check(
         self, draft: Normalized, ctx: Context, *, repeated: frozenset[str] = frozenset(), triggered: set[int] | None = None

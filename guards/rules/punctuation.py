@@ -24,13 +24,13 @@ __all__ = ["Punctuation"]
 # Hidden characters between the marks (! !, ?\u200b?) do not make them one each.
 _RUN = re.compile(r"[!?](?:\x00*+[!?])+")
 _STOPS = re.compile(r"。(?:\x00*+。)+")
-# 。。。 is never a sentence end, so it is speechless wherever it stands; …… / ... are speechless
-# where they open or close a clause (……行吧 / 那好吧……), not as the hesitation inside a sentence
-# (这个……我帮您查一下), which reads differently; nor after a colon, where they stand for text left
-# out (条款是这样写的：……).
+# 。。。 is never a sentence end, so it is speechless wherever it stands (、、、 typed for it too);
+# …… / ... are speechless where they open or close a clause (……行吧 / 那好吧……), not as the
+# hesitation inside a sentence (这个……我帮您查一下), which reads differently; nor after a colon,
+# where they stand for text left out (条款是这样写的：……).
 _DOTS = r"(?:…++|[.．]{3,}+)"
 _SPEECHLESS = re.compile(
-    rf"[。｡]{{2,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．:：]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
+    rf"[。｡]{{2,}}+|[、､]{{3,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．:：]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
 )
 # Dots before giving in (……行吧, ……算了) read as a sigh, wherever they stand.
 _RESIGNED = re.compile(rf"{_DOTS}(?=(?:行吧|好吧|算了|随便|无语|呵呵))")
@@ -48,18 +48,21 @@ _MARK_PAIR = re.compile("[!?。]\x00*[!?。]")
 
 
 def _dotted(original: str) -> bool:
-    return "…" in original or "..." in original or "．．．" in original or "。。" in original or "｡｡" in original
+    return (
+        "…" in original or "..." in original or "．．．" in original or "。。" in original or "｡｡" in original
+        or "、、、" in original
+    )
 
 
 def _spaced(original: str) -> bool:
     return " " in original or "\u3000" in original or "\t" in original
 
 
-
-
 def _emoji_end(body: str) -> bool:
     last = body[-1]
     return last >= "\U0001F000" or unicodedata.category(last) == "So"
+
+
 _ANY_PUNCT = re.compile(r"[,.!?;:。、…~，！？；：．｡～]")
 
 

@@ -567,3 +567,40 @@ def test_an_order_number_that_starts_with_wx_is_no_wechat_id():
 def test_a_closing_emoji_ends_a_message(mini):
     assert mini.check("关注我们店铺可以领五元无门槛券哦😊").action == "pass"
     assert mini.check("您好您的快递已经到了驿站记得去取哦").action == "rewrite"
+
+
+def test_a_match_that_runs_into_reported_words_is_not_the_agents(default_guard):
+    # 您说“…”: the pattern 您…不知道…找 runs from the agent's words into the customer's.
+    assert default_guard.check("您说“不知道该找哪个部门”，没关系，这个诉求我已帮您转派住建局。").action == "pass"
+    assert default_guard.check("你自己不知道找哪个部门吗？").action == "block"
+    # A quotation mark that is not reported speech leaves the match alone: a leaked label.
+    assert default_guard.check("后台显示这单被标了'难缠客户'，所以没人愿意接。").action == "block"
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        pytest.param("请稍等30fen钟，我去问下", 1800, id="unit-typed-in-pinyin"),
+        pytest.param("稍微等会儿啊，我去仓库翻一遍，估计个把钟头。", 3600, id="about-an-hour"),
+        pytest.param("退费审核大概要半小时，您先在线别走开。", 1800, id="stay-online-length-before"),
+        pytest.param("您先别下线，大概二十来分钟我给您答复。", 1200, id="approx-minutes-before-reply"),
+    ],
+)
+def test_waits_named_in_other_words(text, seconds):
+    found = guards.find_wait(text)
+    assert found is not None and found.seconds == seconds
+    assert 0 <= found.start < found.end <= len(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["快递员大约30分钟后到，到时候请别走开哦", "等会员日再买更划算", "预计半小时内送达，您不用在线等"]
+)
+def test_no_chat_wait_in_visits_and_lookalikes(text):
+    found = guards.find_wait(text)
+    assert found is None or found.seconds is None
+
+
+def test_enumeration_commas_typed_as_dots(mini):
+    v = mini.check("嗯、、、、你再去看一眼吧")
+    assert v.action == "rewrite" and "、、、、" not in v.rewritten
+    assert mini.check("红色、蓝色、黑色都有货。").action == "pass"
