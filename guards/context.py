@@ -85,7 +85,6 @@ def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
     return not (len(prefix) <= 1 and len(rest) <= 1 and len(stripped) <= end - start + 2)
 
 
-
 # An opening quotation mark right after a verb of speech: what follows is someone's words reported
 # (您说“不知道该找哪个部门”), not the agent's own.
 _REPORTED = re.compile("[说问讲道写称][" + re.escape(_OPEN) + "\"]")

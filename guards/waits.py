@@ -14,8 +14,9 @@ from .normalize import fold
 
 __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
 
-# A draft without any of these cannot promise a wait; one search skips the slower regexes.
-WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "别走开", "别下线")
+# A draft without any of these cannot promise a wait; one search skips the slower regexes. (Staying
+# online, 别走开, promises a wait only with a length, and a length brings its unit.)
+WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong")
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
 # Digits may be spaced apart to slip past a check (稍等1 0分钟 is ten minutes): up to two spaces between
