@@ -114,7 +114,8 @@ def parse_duration(text: str) -> int | None:
 
 # A number right before a unit of time: the cheap outline of every duration the regexes below can
 # read (they are slower, so they run only where this finds something).
-_TIME_HINT = re.compile(r"(?:[0-9零一二两三四五六七八九十百半]|个把)[\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|fen|xiaoshi|min|s|sec)")
+# One leading character class (an alternation for 个把 would double the search's cost).
+_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半个]把?[\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|fen|xiaoshi|min|s|sec)")
 
 
 def names_time(folded: str) -> bool:
