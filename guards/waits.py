@@ -152,15 +152,15 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
         t = timed.search(folded) if present else None
         if t:
             return WaitPromise(t.start(), t.end(), parse_duration(t.group("after")))
-    if m is None:
-        stay = _STAY.search(folded)
-        if stay is not None:
-            begin = _SENTENCE_START.match(folded, 0, stay.start())
-            lo = begin.end() if begin else 0
-            stop = _SENTENCE_END.search(folded, stay.end())
-            hi = stop.start() if stop else len(folded)
-            d = _DURATION.search(folded, lo, hi)
-            # 快递员30分钟后到,请别走开 asks the customer to be home for a visit, not to wait in the chat.
-            if d and _VISIT.search(folded, lo, hi) is None:
-                return WaitPromise(min(d.start(), stay.start()), max(d.end(), stay.end()), parse_duration(d.group()))
+    # 来回得二十来分钟,您在线等我: a length named before the request to stay counts too.
+    stay = _STAY.search(folded)
+    if stay is not None:
+        begin = _SENTENCE_START.match(folded, 0, stay.start())
+        lo = begin.end() if begin else 0
+        stop = _SENTENCE_END.search(folded, stay.end())
+        hi = stop.start() if stop else len(folded)
+        d = _DURATION.search(folded, lo, hi)
+        # 快递员30分钟后到,请别走开 asks the customer to be home for a visit, not to wait in the chat.
+        if d and _VISIT.search(folded, lo, hi) is None:
+            return WaitPromise(min(d.start(), stay.start()), max(d.end(), stay.end()), parse_duration(d.group()))
     return WaitPromise(m.start(), m.end(), None) if m else None

@@ -58,19 +58,22 @@ class RepeatClosing:
     def _hurried(self, kind: str, ctx: Context) -> bool:
         """Whether the agent's previous closing makes this one hurrying the customer off."""
         answered = False
+        acknowledged = True  # every customer message since then only acknowledges (嗯, 好的)
         for m in reversed(ctx.history):
             text = fold_phrase(m.text)
             if m.role == "customer":
                 if _QUESTION.search(text):
                     return False  # the customer asked something new: closing again is fine
                 answered = True
+                acknowledged = acknowledged and (len(_CONTENT.findall(text)) < _REPORT or _ACK.search(text) is not None)
                 continue
             before = self._kind(text)
             if before is None:
                 continue
-            # Unanswered, or "anything else?" asked again after a mere 好的 / 我再看看; a
-            # goodbye after the customer answered the closing question is the standard flow.
-            return not answered or (before == "question" and kind == "question")
+            # Unanswered, or "anything else?" asked again after a mere 好的 / 我再看看, or any
+            # closing after the goodbye was said and only acknowledged; a goodbye after the
+            # customer answered the closing question is the standard flow.
+            return not answered or (before == "question" and kind == "question") or (before == "parting" and acknowledged)
         return False
 
     def _unanswered(self, ctx: Context) -> bool:

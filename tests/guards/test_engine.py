@@ -604,3 +604,23 @@ def test_enumeration_commas_typed_as_dots(mini):
     v = mini.check("嗯、、、、你再去看一眼吧")
     assert v.action == "rewrite" and "、、、、" not in v.rewritten
     assert mini.check("红色、蓝色、黑色都有货。").action == "pass"
+
+
+def test_closing_again_after_the_goodbye_was_only_acknowledged(mini):
+    question, goodbye = "请问是否还有其他问题可以为您服务?", "感谢您的支持,祝您生活愉快。"
+    said = [
+        {"role": "agent", "text": question},
+        {"role": "customer", "text": "我再想想"},
+        {"role": "agent", "text": goodbye},
+        {"role": "customer", "text": "嗯"},
+    ]
+    assert "closing-again" in mini.check(question + goodbye, history=said).rule_ids
+    # The customer came back with something to say: answering it and closing again is fine.
+    came_back = [*said[:3], {"role": "customer", "text": "对了我还想把收货地址改成公司的地址"}]
+    assert "closing-again" not in mini.check("已为您改好地址。" + question, history=came_back).rule_ids
+
+
+def test_dialect_pronouns_read_as_mandarin(default_guard):
+    # 俺 and 咱 are 我: patterns written with 我 see through them.
+    assert default_guard.check("俺表哥就是干这个的，找他便宜一半。").action == "block"
+    assert default_guard.check("俺这就帮您查一下物流。").action == "pass"
