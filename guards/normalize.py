@@ -63,13 +63,13 @@ _AMBIGUOUS_T2S = {"覆": "复", "乾": "干", "著": "着", "瞭": "了", "夥":
 # characters that standard Mandarin never uses (唔 不, 冇 没, 嘅 的, 咗 了, 睇 看, 俾 给, 佢 他, 哋 们,
 # 嚟 来, 咩 吗, 喺 在, 嗰 那, 咁 这, 啲 些, 谂 想), so 唔關我事 and 冇辦法 meet 不关我事 and 没办法.
 # Characters shared with Mandarin (係, 點, 識) are left alone: 關係 must stay 关系.
-# Northern dialect pronouns read as Mandarin's: 俺 (I) and 咱 (we, me) are 我, so 俺表哥 and 咱这边 meet
-# the patterns written with 我.
+# Dialect pronouns and particles read as Mandarin's: 俺 (I) and 咱 (we, me) are 我, so 俺表哥 and 咱这边 meet
+# the patterns written with 我; Shanghainese 侬 is 你 and its question particle 伐 is 吗 (侬眼睛长了伐).
 _REGIONAL = {
     "帐": "账", "ㄧ": "一", "ㄇ": "吗", "ㄉ": "的",
     "唔": "不", "冇": "没", "嘅": "的", "咗": "了", "睇": "看", "俾": "给", "佢": "他", "哋": "们",
     "嚟": "来", "咩": "吗", "喺": "在", "嗰": "那", "咁": "这", "啲": "些", "谂": "想",
-    "俺": "我", "咱": "我",
+    "俺": "我", "咱": "我", "侬": "你", "伐": "吗",
 }
 _PUNCT_CANON = {
     "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、", "⋯": "…", "︙": "…",

@@ -50,9 +50,12 @@ _BEFORE = re.compile(
     _AT_NUM + r"(?P<after>(?:" + _NUM + r")" + _APPROX + r"(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:" + "|".join(_REPLY_WORDS) + ")"
 )
-# Asking the customer to stay in the chat (您先别下线, 在线别走开) with a length named anywhere in the
+# Asking the customer to stay in the chat (您先别下线, 在线别走开, 在这个页面等我) with a length named anywhere in the
 # same sentence promises that wait: 退费审核大概要半小时,您先在线别走开. Not after 不用/无需 (不用在线等).
-_STAY = re.compile(r"(?<!不用)(?<!无需)(?<!不必)(?:别走开|别下线|不要走开|不要下线|别离开|先别走|别退出|别关窗口|在线等着?)")
+_STAY = re.compile(
+    r"(?<!不用)(?<!无需)(?<!不必)(?<!我)(?:别走开|别下线|不要走开|不要下线|别离开|先别走|别退出|别关窗口"
+    r"|在(?:线|这个页面|这个窗口|这儿|这里|这)等着?)"
+)
 _VISIT = re.compile("送达|上门|派送|快递员|师傅|骑手|司机|到家|到达|到店")
 # 感谢您的耐心等待 thanks the customer for a wait that is over; it promises none.
 _THANKS = re.compile(r"感谢|谢谢|多谢|辛苦")

@@ -36,11 +36,14 @@ _SHORT = 4
 _RUNNING = 5
 # Any sentence, however short, said this many times.
 _MANY = 4
+# A clause this long said twice anywhere in one reply is pasted (…已经按流程走了,您稍等,…已经按流程走了).
+_LONG_CLAUSE = 10
 # Up to this length a draft is compared with its fillers and particles set aside (a pasted
 # script with 嗯 or 哈 added is still pasted); longer drafts compare clauses as written.
 _CHATTY = 80
-# Fillers of dictated speech before a clause, and softening particles after it.
-_FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊)+")
+# Fillers of dictated speech before a clause (and the 好的 that acknowledges before a copy), and
+# softening particles after it.
+_FILLERS = re.compile("^(?:嗯+|那个|就是说|然后呢?|对对对|啊|好的(?=.{4}))+")
 _PARTICLE_CHARS = "".join(sorted(PARTICLES))
 # Sentence ends the matching view does not keep: tildes, and an ASCII full stop before a space.
 _SEPARATED = re.compile(r"[~～]+|\.(?=\s)")
@@ -157,6 +160,8 @@ class Repetition:
                     previous = ""
                 else:
                     needed = copies if len(body) >= self.min_length else 3
+                    if finder is _CLAUSE and len(body) >= _LONG_CLAUSE:
+                        needed = 2
                     pasted = count >= needed or (body == previous and len(body) >= _RUNNING)
                     previous = body
                 if pasted:

@@ -624,3 +624,20 @@ def test_dialect_pronouns_read_as_mandarin(default_guard):
     # 俺 and 咱 are 我: patterns written with 我 see through them.
     assert default_guard.check("俺表哥就是干这个的，找他便宜一半。").action == "block"
     assert default_guard.check("俺这就帮您查一下物流。").action == "pass"
+
+
+def test_a_long_clause_pasted_twice_in_one_sentence(mini):
+    assert "rep" in mini.check("我们这边已经按流程走了，您稍等哈，我们这边已经按流程走了。").rule_ids
+    # An acknowledgement before the copy does not make it a new sentence; a short one stays speech.
+    assert "rep" in mini.check("请您耐心等待，我们正在处理。好的，请您耐心等待，我们正在处理。").rule_ids
+    assert "rep" not in mini.check("好的，您稍等，我看一下，好的，找到了。").rule_ids
+
+
+def test_shanghainese_pronoun_and_particle(default_guard):
+    assert default_guard.check("侬眼睛长了伐？页面上写着呢。").action == "block"
+
+
+def test_waiting_on_this_page_with_a_length(default_guard):
+    found = guards.find_wait("我去调一下记录，可能要一刻钟左右，您先在这个页面等我。")
+    assert found is not None and found.seconds == 900
+    assert guards.find_wait("我在这等您回复，大概5分钟后我再看") is None
