@@ -203,7 +203,8 @@ _B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 _NB = "[^" + re.escape("".join(sorted(BOUNDARIES))) + "]"
 # Punctuation between characters that stand alone (不,知,道 / 不。知。道) is a separator, not a
 # clause boundary: a clause of one character says nothing on its own.
-_LONE_SEP = re.compile(f"(?:(?<=^{_NB})|(?<={_B}{_NB})){_B}(?={_NB}(?:{_B}|$))")
+# A line break before a character that stands alone (不知\n道) splits a word the same way.
+_LONE_SEP = re.compile(f"(?:(?<=^{_NB})|(?<={_B}{_NB})){_B}(?={_NB}(?:{_B}|$))|\n(?={_NB}(?:{_B}|$))")
 
 
 # Cheap scans (a leading character class) that say whether _LONE_SEP can match at all.
@@ -292,7 +293,24 @@ class Normalized:
         return self._starts[start], self._ends[end - 1]
 
 
+# Rich-text markup typed in a web console: HTML tags (<b>, </span>, <br/>) and entities (&nbsp;). They
+# format a reply; inside a word they hide it (<b>不</b>清楚), so they read as holes, offsets unchanged.
+_MARKUP = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#[0-9]{1,6});")
+
+
+def _hide_markup(text: str, folded: str) -> str:
+    parts: list[str] = []
+    pos = 0
+    for m in _MARKUP.finditer(text):
+        parts += [folded[pos : m.start()], HOLE * (m.end() - m.start())]
+        pos = m.end()
+    parts.append(folded[pos:])
+    return "".join(parts)
+
+
 def normalize(text: str) -> Normalized:
     """Both views of `text`; see the module docstring."""
     folded = fold(text)
+    if "<" in text or "&" in text:
+        folded = _hide_markup(text, folded)
     return Normalized(original=text, folded=folded, text=_squeeze(folded))

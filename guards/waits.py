@@ -40,7 +40,7 @@ _WAIT = re.compile(
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
 # 需要等十分钟 (a bare 需要 is about anything: 解冻大约需要12小时).
 _TIMED = re.compile(
-    r"(?:给我|得等|要等|需要等|等)\s*(?:多|再)?\s*(?:大概|大约|差不多|估计)?\s*"
+    r"(?:给我|得等|要等|需要等|等|候上|候个|候)\s*(?:多|再)?\s*(?:大概|大约|差不多|估计)?\s*"
     r"(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?)"
 )
 _REPLY_WORDS = ("回复", "答复", "给您", "回您", "告诉您", "确认好", "处理好")
@@ -149,7 +149,7 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
         if d:
             return WaitPromise(m.start(), d.end(), parse_duration(d.group()))
     # Each of the two needs a word of its own; substring tests spare most drafts the scan.
-    timed_word = "等" in folded or "给我" in folded
+    timed_word = "等" in folded or "给我" in folded or "候" in folded
     reply_word = ("分" in folded or "秒" in folded) and any(w in folded for w in _REPLY_WORDS)
     for timed, present in ((_TIMED, timed_word), (_BEFORE, reply_word)):
         t = timed.search(folded) if present else None

@@ -641,3 +641,22 @@ def test_waiting_on_this_page_with_a_length(default_guard):
     found = guards.find_wait("我去调一下记录，可能要一刻钟左右，您先在这个页面等我。")
     assert found is not None and found.seconds == 900
     assert guards.find_wait("我在这等您回复，大概5分钟后我再看") is None
+
+
+@pytest.mark.parametrize(
+    "text, span",
+    [
+        pytest.param("<b>不</b>知<i>道</i>，系统里看不到。", (3, 13), id="html-tags-inside-the-word"),
+        pytest.param("不&nbsp;知道，您问物流吧", (0, 9), id="html-entity"),
+        pytest.param("不知\n道，反正不是我发的货。", (0, 4), id="line-break-before-a-lone-character"),
+    ],
+)
+def test_markup_and_line_breaks_hide_nothing(mini, text, span):
+    v = mini.check(text)
+    hits = [x for x in v.violations if x.rule_id == "fp-dont-know"]
+    assert hits and (hits[0].start, hits[0].end) == span
+
+
+def test_markup_in_a_good_reply_is_only_formatting(mini):
+    assert mini.check("亲，已帮您改成 <b>XL 码</b>，今天下午发出。").action == "pass"
+    assert mini.check("如果您<b>不知道</b>尺码，可以参考详情页。").action == "pass"
