@@ -71,6 +71,8 @@ _REGIONAL = {
     "嚟": "来", "咩": "吗", "喺": "在", "嗰": "那", "咁": "这", "啲": "些", "谂": "想",
     "俺": "我", "咱": "我", "侬": "你", "伐": "吗",
 }
+# CJK strokes and radicals typed as decoration between characters (灬不灬清灬楚灬, 丶): never words in a reply.
+_DECORATIONS = frozenset("灬丶")
 _PUNCT_CANON = {
     "，": ",", "！": "!", "？": "?", "；": ";", "：": ":", "｡": "。", "､": "、", "⋯": "…", "︙": "…",
     "\r": "\n", "\u2028": "\n", "\u2029": "\n",
@@ -123,6 +125,8 @@ def _fold_char(ch: str) -> str:
     simp = _T2S.convert(low)
     out = simp if len(simp) == 1 else low
     out = _REGIONAL.get(out, out)
+    if out in _DECORATIONS:
+        return HOLE
     # The matching view holds only BMP characters, so per-character work on it can use 16-bit
     # arrays (see codes). What stays astral after folding (Extension B ideographs and the like)
     # is not typed in service replies: it reads as a hole.

@@ -649,6 +649,7 @@ def test_waiting_on_this_page_with_a_length(default_guard):
         pytest.param("<b>不</b>知<i>道</i>，系统里看不到。", (3, 13), id="html-tags-inside-the-word"),
         pytest.param("不&nbsp;知道，您问物流吧", (0, 9), id="html-entity"),
         pytest.param("不知\n道，反正不是我发的货。", (0, 4), id="line-break-before-a-lone-character"),
+        pytest.param("灬不灬知灬道灬", (1, 6), id="radical-as-decoration"),
     ],
 )
 def test_markup_and_line_breaks_hide_nothing(mini, text, span):
