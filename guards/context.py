@@ -86,8 +86,8 @@ def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
 
 
 # An opening quotation mark right after a verb of speech: what follows is someone's words reported
-# (您说“不知道该找哪个部门”), not the agent's own.
-_REPORTED = re.compile("[说问讲道写称][" + re.escape(_OPEN) + "\"]")
+# (您说“不知道该找哪个部门”, 电销人员承诺“全额退还”, 他表示“…”), not the agent's own.
+_REPORTED = re.compile("[说问讲道写称诺示][" + re.escape(_OPEN) + "\"]")
 
 
 def crosses_quote(draft: Normalized, start: int, end: int) -> bool:
