@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .context import clause_bounds
 from .normalize import fold
 
 __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
@@ -60,7 +61,7 @@ _VISIT = re.compile("送达|上门|派送|快递员|师傅|骑手|司机|到家|
 # 感谢您的耐心等待 thanks the customer for a wait that is over; it promises none.
 _THANKS = re.compile(r"感谢|谢谢|多谢|辛苦")
 _SENTENCE_END = re.compile(r"[。!?\n]")
-_SENTENCE_START = re.compile(r".*[。!?\n]", re.DOTALL)
+_SENTENCE_STOPS = frozenset("。!?\n")
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
 
@@ -158,10 +159,7 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
     # 来回得二十来分钟,您在线等我: a length named before the request to stay counts too.
     stay = _STAY.search(folded)
     if stay is not None:
-        begin = _SENTENCE_START.match(folded, 0, stay.start())
-        lo = begin.end() if begin else 0
-        stop = _SENTENCE_END.search(folded, stay.end())
-        hi = stop.start() if stop else len(folded)
+        lo, hi = clause_bounds(folded, stay.start(), stay.end(), stops=_SENTENCE_STOPS)
         d = _DURATION.search(folded, lo, hi)
         # 快递员30分钟后到,请别走开 asks the customer to be home for a visit, not to wait in the chat.
         if d and _VISIT.search(folded, lo, hi) is None:

@@ -23,6 +23,13 @@ _CONTENT = re.compile(r"[\w]")
 # A customer message of this many word characters tells something, unless it acknowledges.
 _REPORT = 8
 _ACK = re.compile(r"没有了|没有其他|没别的|没事了|谢谢|感谢|好的|知道了|明白了|可以了|行了|ok|嗯|拜拜|再见")
+
+
+def _tells_something(text: str) -> bool:
+    """A customer message that reports something in a sentence, not a mere acknowledgement."""
+    return len(_CONTENT.findall(text)) >= _REPORT and not _ACK.search(text)
+
+
 _QUESTION = re.compile(r"[?]|吗|呢|么|怎|什么|多少|几|哪|能不能|可不可以|可以.{0,6}吗|是否|还有|想问|请问|问一下|咨询")
 
 
@@ -65,7 +72,7 @@ class RepeatClosing:
                 if _QUESTION.search(text):
                     return False  # the customer asked something new: closing again is fine
                 answered = True
-                acknowledged = acknowledged and (len(_CONTENT.findall(text)) < _REPORT or _ACK.search(text) is not None)
+                acknowledged = acknowledged and not _tells_something(text)
                 continue
             before = self._kind(text)
             if before is None:
@@ -86,7 +93,7 @@ class RepeatClosing:
         text = fold_phrase(last.text)
         if _QUESTION.search(text):
             return True
-        return len(_CONTENT.findall(text)) >= _REPORT and not _ACK.search(text)
+        return _tells_something(text)
 
     def check(self, draft: Normalized, ctx: Context) -> list[Violation]:
         text = draft.text

@@ -429,25 +429,22 @@ def test_cantonese_hours_are_durations():
     assert find_wait("三点钟给您回复") is None
 
 
-def test_a_phone_number_read_out_in_chinese_digits():
-    g = guards.Guard(phrases.load_library())
-    assert "pr-contact-number" in g.check("我手机幺三八 两两四六 九九零一,下单前先打给我。").rule_ids
-    assert "pr-contact-number" not in g.check("您的订单号是一三五二二二三四四五六,请核对。").rule_ids
-    assert "pr-contact-number" not in g.check("您的订单号是13522234456,请核对。").rule_ids
+def test_a_phone_number_read_out_in_chinese_digits(default_guard):
+    assert "pr-contact-number" in default_guard.check("我手机幺三八 两两四六 九九零一,下单前先打给我。").rule_ids
+    assert "pr-contact-number" not in default_guard.check("您的订单号是一三五二二二三四四五六,请核对。").rule_ids
+    assert "pr-contact-number" not in default_guard.check("您的订单号是13522234456,请核对。").rule_ids
 
 
-def test_a_wait_stretched_past_the_cap_in_a_later_sentence():
-    g = guards.Guard(phrases.load_library())
-    assert "wt-wait-too-long" in g.check("说好稍等2分钟,再等我5分钟吧,还没查到。").rule_ids
-    assert "wt-wait-too-long" not in g.check("请稍等2分钟,我马上回复您。").rule_ids
+def test_a_wait_stretched_past_the_cap_in_a_later_sentence(default_guard):
+    assert "wt-wait-too-long" in default_guard.check("说好稍等2分钟,再等我5分钟吧,还没查到。").rule_ids
+    assert "wt-wait-too-long" not in default_guard.check("请稍等2分钟,我马上回复您。").rule_ids
 
 
-def test_the_closing_question_twice_in_one_reply():
-    g = guards.Guard(phrases.load_library())
-    assert "im-repeat-closing" in g.check("好的,还有别的问题吗?没有就先这样。还有别的问题吗?").rule_ids
-    assert "im-repeat-closing" not in g.check("已为您办理好。请问还有其他问题吗?").rule_ids
-    assert "im-repeat-closing" in g.check("感谢您的支持,祝您生活愉快。感谢您的支持,祝您生活愉快。").rule_ids
-    assert "im-repeat-closing" not in g.check("感谢您的支持,祝您生活愉快!").rule_ids
+def test_the_closing_question_twice_in_one_reply(default_guard):
+    assert "im-repeat-closing" in default_guard.check("好的,还有别的问题吗?没有就先这样。还有别的问题吗?").rule_ids
+    assert "im-repeat-closing" not in default_guard.check("已为您办理好。请问还有其他问题吗?").rule_ids
+    assert "im-repeat-closing" in default_guard.check("感谢您的支持,祝您生活愉快。感谢您的支持,祝您生活愉快。").rule_ids
+    assert "im-repeat-closing" not in default_guard.check("感谢您的支持,祝您生活愉快!").rule_ids
 
 
 def test_the_space_after_an_at_mention_is_not_punctuation(mini):
@@ -558,10 +555,9 @@ def test_english_sentences_pasted_again(mini):
     assert tildes[hit.start : hit.end] == hit.matched
 
 
-def test_an_order_number_that_starts_with_wx_is_no_wechat_id():
-    g = guards.Guard(phrases.load_library())
-    assert g.check("您家的报修单号是WX20240518003，可以在App里随时查看进度。").action == "pass"
-    assert g.check("我的微信号是wx20240518003，加我。").action == "block"
+def test_an_order_number_that_starts_with_wx_is_no_wechat_id(default_guard):
+    assert default_guard.check("您家的报修单号是WX20240518003，可以在App里随时查看进度。").action == "pass"
+    assert default_guard.check("我的微信号是wx20240518003，加我。").action == "block"
 
 
 def test_a_closing_emoji_ends_a_message(mini):
