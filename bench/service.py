@@ -3,7 +3,9 @@
 Measures POST /v1/check (clean draft; and a draft with a violation, which writes an audit record)
 and the send path POST /v1/conversations/{id}/replies (guard + state.db transaction + outbox +
 durable audit), each at concurrency 32 with `wrk`, alternating rounds between the service and a
-bare aiohttp server that returns the same JSON. Reports medians over rounds and the ratio, then
+bare aiohttp server that returns the same JSON, and a third server, "bare + guard": the bare handler
+that also runs Guard.check on the body's text, the floor under the service's cost (the guard and
+HTTP, none of the service's own work). Reports medians over rounds and the ratio, then
 p50/p99 at a fixed 300 requests/s. Beside req/s it reports each server's CPU time per request
 (utime+stime of the whole process, all threads, from /proc), counted until the server is idle
 again after the round, so work a round leaves behind (outbox deliveries) is charged to it. On a
@@ -66,17 +68,34 @@ end
 """
 
 
-def serve_bare(port_file: str, bodies_file: str) -> None:
-    """The baseline: aiohttp handlers that read the body and return canned JSON of the same size."""
+def serve_bare(port_file: str, bodies_file: str, kind: str = "bare") -> None:
+    """The baseline: aiohttp handlers that read the body and return canned JSON of the same size.
+
+    kind "guard" also decodes the body and runs Guard.check on its text (default library) before
+    answering: the floor of the service's cost, guard and HTTP and nothing else (no token, log
+    line, metrics, audit, state or outbox).
+    """
+    import gc
+
     from aiohttp import web
 
     bodies = json.loads(Path(bodies_file).read_text(encoding="utf-8"))
+    guard = None
+    if kind == "guard":
+        import guards
+        import phrases
+
+        guard = guards.Guard(phrases.load_library())
+        gc.collect()
+        gc.freeze()  # as the service does after start-up
 
     def handler(name: str, status: int) -> Any:
         text = json.dumps(bodies[name], ensure_ascii=False)
 
         async def handle(request: web.Request) -> web.Response:
-            await request.read()
+            raw = await request.read()
+            if guard is not None:
+                guard.check(json.loads(raw)["text"])
             return web.Response(text=text, status=status, content_type="application/json")
         return handle
 
@@ -112,11 +131,11 @@ def _start_service(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen, s
     raise SystemExit("assist serve did not start")
 
 
-def _start_bare(tmp: Path, bodies: dict[str, Any]) -> tuple[subprocess.Popen, str]:
-    port_file, bodies_file = tmp / "bare.port", tmp / "bodies.json"
+def _start_bare(tmp: Path, bodies: dict[str, Any], kind: str = "bare") -> tuple[subprocess.Popen, str]:
+    port_file, bodies_file = tmp / f"{kind}.port", tmp / "bodies.json"
     bodies_file.write_text(json.dumps(bodies, ensure_ascii=False), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port_file), str(bodies_file)])
-    for _ in range(200):
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port_file), str(bodies_file), kind])
+    for _ in range(600):
         if port_file.exists() and port_file.read_text():
             return proc, f"http://127.0.0.1:{port_file.read_text()}"
         time.sleep(0.05)
@@ -203,7 +222,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server and endpoint")
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="length of the fixed-rate runs")
     parser.add_argument("--rate", type=float, default=300.0, help="requests per second of the fixed-rate runs")
-    parser.add_argument("--serve-bare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare(*args.serve_bare)
@@ -237,6 +256,8 @@ def main() -> None:
         _, bodies["send"] = asyncio.run(_request(f"{surl}/v1/conversations/bench0/replies", token, {"text": REPLY}))
         bare, burl = _start_bare(tmp, bodies)
         procs.append(bare)
+        floor, furl = _start_bare(tmp, bodies, "guard")
+        procs.append(floor)
 
         cases = [
             ("POST /v1/check (clean)", "/v1/check", "/v1/check", {"text": CHECK_CLEAN}, 0),
@@ -246,10 +267,11 @@ def main() -> None:
         ]
         rows = []
         for name, spath, bpath, body, nconv in cases:
-            results: dict[str, list[dict[str, float]]] = {"service": [], "bare": []}
+            results: dict[str, list[dict[str, float]]] = {"service": [], "bare": [], "floor": []}
             for rnd in range(args.rounds):
-                order = [("service", surl, spath, service.pid), ("bare", burl, bpath, bare.pid)]
-                for who, base, path, pid in (order if rnd % 2 == 0 else order[::-1]):
+                order = [("service", surl, spath, service.pid), ("bare", burl, bpath, bare.pid),
+                         ("floor", furl, bpath, floor.pid)]
+                for who, base, path, pid in order[rnd % 3:] + order[:rnd % 3]:
                     lua = tmp / f"{who}.lua"
                     lua.write_text(_LUA.format(token=token, body=json.dumps(body, ensure_ascii=False),
                                                nconv=nconv, path=path or ""), encoding="utf-8")
@@ -282,13 +304,15 @@ def main() -> None:
     print(f"\nConcurrency {CONCURRENCY} (wrk -t2 -c{CONCURRENCY}), {args.rounds} alternating rounds of "
           f"{args.duration} s, medians; {os.cpu_count()} cores shared by server and load generator; "
           f"load average at the end {load}.\n")
-    print("| endpoint | service req/s | bare req/s | ratio | service / bare CPU us per req | CPU ratio "
+    print("| endpoint | service req/s | bare req/s | ratio | bare + guard req/s (ratio) "
+          "| service / bare / bare + guard CPU us per req | CPU ratio "
           "| service p50 / p99 ms | bare p50 / p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, med, errors in rows:
-        s, b = med["service"], med["bare"]
+        s, b, f = med["service"], med["bare"], med["floor"]
         print(f"| {name} | {s['rps']:.0f} | {b['rps']:.0f} | {s['rps'] / b['rps']:.0%} | "
-              f"{s['cpu_us']:.0f} / {b['cpu_us']:.0f} | {b['cpu_us'] / s['cpu_us']:.0%} | "
+              f"{f['rps']:.0f} ({f['rps'] / b['rps']:.0%}) | "
+              f"{s['cpu_us']:.0f} / {b['cpu_us']:.0f} / {f['cpu_us']:.0f} | {b['cpu_us'] / s['cpu_us']:.0%} | "
               f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {errors} |")
     print(f"\nFixed rate {args.rate:.0f} req/s for {args.rate_seconds:.0f} s (asyncio client, latency from the "
           "scheduled send time):\n")
