@@ -68,6 +68,9 @@ def clause_bounds(text: str, start: int, end: int, *, stops: frozenset[str] = BO
     return (m.end() if m else 0), (n.start() if n else len(text))
 
 
+_APOSTROPHE = re.compile(r"(?<=[a-z])['’](?=[a-z])", re.IGNORECASE)
+
+
 def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
     """True when original text[start:end] sits inside quotation marks that do not wrap the whole draft.
 
@@ -76,7 +79,13 @@ def inside_quotes(draft: Normalized, start: int, end: int) -> bool:
     """
     before = draft.folded[:start]
     depth = sum(before.count(c) for c in _OPEN) - sum(before.count(c) for c in _CLOSE)
-    straight = before.count('"') % 2 == 1 or before.count("'") % 2 == 1
+    singles = before.count("'")
+    if singles or "’" in before:
+        # An apostrophe (there's, don’t) quotes nothing: neither a straight nor a closing mark.
+        apostrophes = _APOSTROPHE.findall(before)
+        singles -= apostrophes.count("'")
+        depth += len(apostrophes) - apostrophes.count("'")
+    straight = before.count('"') % 2 == 1 or singles % 2 == 1
     if depth <= 0 and not straight:
         return False
     stripped = draft.original.strip()

@@ -92,6 +92,11 @@ class _FoldTable(dict):
         return value
 
 
+# Cyrillic and Greek letters that look like Latin ones, typed to slip English past a check
+# (Nоthing I саn dо with Cyrillic о, а, с): read as the Latin letter they imitate.
+_HOMOGLYPHS = dict(zip("аеорсухіјѕԁɡοαρντικ", "aeopcyxijsdgoapvtik"))
+
+
 def _fold_char(ch: str) -> str:
     if ch in _PUNCT_CANON:
         return _PUNCT_CANON[ch]
@@ -117,6 +122,7 @@ def _fold_char(ch: str) -> str:
     low = nf.lower()
     if len(low) != 1:
         low = nf
+    low = _HOMOGLYPHS.get(low, low)
     if "a" <= unicodedata.normalize("NFD", low)[0] <= "z":
         # Pinyin typed with tone marks (bù zhī dào) reads as plain letters.
         low = unicodedata.normalize("NFD", low)[0]
@@ -198,9 +204,23 @@ def _fold_match(m: re.Match[str]) -> str:
     return _TABLE[ord(m.group())]
 
 
+# Regional words of more than one character, each read as the Mandarin word of the same length
+# (a shorter one would be padded with a hole), so offsets do not move: Cantonese 乜嘢 (什么), Sichuan
+# 咋个 (怎么), 莫得 (没得: not 莫得罪, don't offend), 晓不得 (不知道). Only words no Mandarin sentence
+# forms by chance (边个, 哪个, is also 这边+个人), and none whose tone the library reads on its own:
+# 自个儿 is 自己 said with a shrug (自个儿看去), 啥子 is 什么 said impatiently (催啥子催).
+_REGIONAL_WORDS = {"乜嘢": "什么", "咋个": "怎么", "莫得": "没得", "晓不得": "不知道"}
+_REGIONAL_WORD = re.compile("|".join(sorted(_REGIONAL_WORDS, key=len, reverse=True)).replace("莫得", "莫得(?!罪)"))
+
+
+def _regional_word(m: re.Match[str]) -> str:
+    return _REGIONAL_WORDS[m.group()]
+
+
 def fold(text: str) -> str:
     """The `folded` view: same length as `text`, hidden characters turned into HOLE."""
-    return _CHANGING.sub(_fold_match, text)
+    folded = _CHANGING.sub(_fold_match, text)
+    return _REGIONAL_WORD.sub(_regional_word, folded)
 
 
 _B = "[" + re.escape("".join(sorted(BOUNDARIES))) + "]"

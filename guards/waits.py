@@ -17,7 +17,7 @@ __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_fo
 
 # A draft without any of these cannot promise a wait; one search skips the slower regexes. (Staying
 # online, 别走开, promises a wait only with a length, and a length brings its unit.)
-WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong")
+WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "wait", "holdon", "hangon", "hour")
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
 # Digits may be spaced apart to slip past a check (稍等1 0分钟 is ten minutes): up to two spaces between
@@ -31,11 +31,12 @@ _AT_NUM = "(?=[0-9零一二两三四五六七八九十百半个])"
 _APPROX = r"\s*(?:来|多)?\s*(?:个)?\s*"
 # 个钟 / 个钟头 is the hour in Cantonese and colloquial Mandarin (半个钟, 两个钟头).
 # Units typed in pinyin count too (30fen钟, 2xiaoshi).
-_UNITS = r"小时|钟头|分钟|分|秒钟|秒|刻钟|刻|(?<=个)钟|fen钟|fenzhong|xiaoshi|min|mins|minutes?|s|sec|secs"
+_UNITS = r"小时|钟头|分钟|分|秒钟|秒|刻钟|刻|(?<=个)钟|fen钟|fenzhong|xiaoshi|minutes?|mins|min|hours?|hrs?|s|sec|secs"
 _UNIT = r"(?:" + _UNITS + ")"
 # A wait word, then (optionally, in the same clause) a duration: 请您稍等2分钟, 稍等 90 秒.
 _WAIT = re.compile(
-    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等会儿|等会(?![员计议场所长])|等一等|等待|耐心等待|等我|等个|等上|先等)"
+    r"(?:稍等|稍候|稍后|等一?下|等等|等一会儿?|等会儿|等会(?![员计议场所长])|等一等|等待|耐心等待|等我|等个|等上|先等"
+    r"|(?<![a-z])(?:wait|hold on|hang on)(?![a-z]))"
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"(?:\s*半)?(?:钟)?))?"
 )
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
@@ -51,10 +52,13 @@ _BEFORE = re.compile(
     _AT_NUM + r"(?P<after>(?:" + _NUM + r")" + _APPROX + r"(?:分钟|分|秒钟|秒|刻钟)(?:\s*半)?(?:钟)?)"
     r"(?:左右|以内|之内)?(?:后|内)?[^,!?;:。\n]{0,4}?(?:" + "|".join(_REPLY_WORDS) + ")"
 )
-# Asking the customer to stay in the chat (您先别下线, 在线别走开, 在这个页面等我) with a length named anywhere in the
+# Asking the customer to stay in the chat (您先别下线, 在线别走开, 在这个页面等我), or to do something else meanwhile
+# (您先忙别的), with a length named anywhere in the
 # same sentence promises that wait: 退费审核大概要半小时,您先在线别走开. Not after 不用/无需 (不用在线等).
 _STAY = re.compile(
     r"别走开|别下线|不要走开|不要下线|别离开|先别走|别退出|别关窗口|在(?:线|这个页面|这个窗口|这儿|这里|这)等着?"
+    # 您先忙别的: go and do something else meanwhile (得二十来分钟,您先忙别的).
+    r"|先忙别的|先去忙别的|先忙您的|先忙你的"
 )
 # Checked in Python, not as lookbehinds: a pattern that opens with a lookbehind is tried at every
 # character (8 us a draft); one that opens with its words skips ahead to them (1 us).
@@ -112,7 +116,7 @@ def parse_duration(text: str) -> int | None:
         return None
     unit = m.group(2)
     # 一刻钟 is a quarter of an hour.
-    scale = (3600 if unit in ("小时", "钟头", "钟", "xiaoshi") else 900 if unit.startswith("刻")
+    scale = (3600 if unit in ("小时", "钟头", "钟", "xiaoshi") or unit.startswith("h") else 900 if unit.startswith("刻")
              else 1 if unit.startswith(("秒", "s")) else 60)
     half = 0.5 * scale if m.group(3) else 0
     return int(n * scale + half)
@@ -121,7 +125,7 @@ def parse_duration(text: str) -> int | None:
 # A number right before a unit of time: the cheap outline of every duration the regexes below can
 # read (they are slower, so they run only where this finds something).
 # One leading character class (an alternation for 个把 would double the search's cost).
-_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半个]把?[\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|fen|xiaoshi|min|s|sec)")
+_TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半个]把?[\s\x00来多个]*(?:小时|钟头|分|秒|刻|(?<=个)钟|fen|xiaoshi|min|s|sec|h)")
 
 
 def names_time(folded: str) -> bool:

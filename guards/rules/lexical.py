@@ -28,6 +28,7 @@ from ..context import (
     crosses_quote,
     inside_quotes,
 )
+from ..english import read_words
 from ..model import Violation
 from ..normalize import (
     BOUNDARIES,
@@ -91,7 +92,7 @@ def _merge(allows: list[Allow]) -> _Allow | None:
 
 
 # A word of a glossed phrase in the folded view (lower-case, full-width already half-width).
-_LATIN_TOKEN = re.compile("[a-z0-9']+")
+_LATIN_TOKEN = re.compile("[a-z0-9'’@$]+")
 
 
 def _gloss_table(glosses: dict[str, str]) -> tuple[dict[str, str], int]:
@@ -135,6 +136,10 @@ class LexicalRules:
         self.rules = rules
         self._index = build_index(rules, reference=reference, triggers=triggers)
         self._glosses, self._gloss_len = _gloss_table(glosses or {})
+        self._gloss_words = {k for k in self._glosses if " " not in k}
+        # The same phrases with their spaces removed, for words spelled out letter by letter.
+        self._gloss_runs = {k.replace(" ", "").replace("'", ""): v for k, v in self._glosses.items() if len(k) >= 4}
+        self._run_len = max(map(len, self._gloss_runs), default=0)
         # Each rule's own allow-context and the shared ones of its category, merged.
         self._contexts = [
             _merge([a for a in [r.allow, *(x for x in shared if r.category in x.categories)] if a is not None])
@@ -287,8 +292,25 @@ class LexicalRules:
         where the spaces between them still stand (as holes): whole words only (refunded is not
         refund), and a phrase's words must be separated by spaces alone. Longest phrase first."""
         folded = draft.folded
-        tokens = [(m.group(), m.start(), m.end()) for m in _LATIN_TOKEN.finditer(folded)]
+        raw = [(m.group(), m.start(), m.end()) for m in _LATIN_TOKEN.finditer(folded)]
+        # Chat spellings, leet and split words read as words (guards/english.py).
+        tokens, runs = read_words(raw, draft.original, self._gloss_words)
         out: list[tuple[int, int, str]] = []
+        for letters, starts in runs:
+            # Spelled out letter by letter (d-i-d y-o-u e-v-e-n r-e-a-d): the word breaks are
+            # gone, so the glosses are looked up with theirs removed, longest first.
+            i = 0
+            while i < len(letters):
+                for n in range(min(self._run_len, len(letters) - i), 3, -1):
+                    meaning = self._gloss_runs.get(letters[i : i + n])
+                    if meaning is not None:
+                        start, end = draft.matching_span(starts[i], starts[i + n - 1] + 1)
+                        if end > start:
+                            out.append((start, end, meaning))
+                        i += n
+                        break
+                else:
+                    i += 1
         i = 0
         while i < len(tokens):
             phrase, found = tokens[i][0], None
@@ -344,6 +366,8 @@ class LexicalRules:
             fixed = "".join(parts)
             view = Normalized(original=fixed, folded=fixed, text=fixed)
             for ri, s, e, _ in self.candidates(view, triggered, respelling=True):
+                if self.allowed(ri, view, s, e):
+                    continue  # the context is read where the match was found: 如果 glossed from "if" clears it
                 start, end = starts[s], ends[e - 1]
                 if any(a < end and start < b for a, b in chosen):
                     found.setdefault((ri, start, end), "mixed pinyin")

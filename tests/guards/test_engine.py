@@ -133,6 +133,7 @@ def test_punctuation_rewrites(mini, text, fixed):
 
 def test_hesitation_ellipsis_is_fine(mini):
     assert mini.check("这个……我帮您查一下。").action == "pass"
+    assert mini.check("哦……那您随意吧").action == "rewrite"
 
 
 def test_wait_cap_warns(mini):
@@ -414,6 +415,18 @@ def test_regional_folding_keeps_shared_characters():
     assert normalize("我哋冇辦法").text == "我们没办法"
 
 
+def test_regional_words_read_as_mandarin_words_of_the_same_length():
+    from guards.normalize import fold, normalize
+
+    assert normalize("莫得法子").text == "没得法子"
+    assert normalize("我晓不得").text == "我不知道"
+    assert normalize("你讲乜嘢").text == "你讲什么"
+    assert normalize("咋个办嘛").text == "怎么办嘛"
+    assert normalize("莫得罪人").text == "莫得罪人"  # 莫 + 得罪: don't offend
+    for text in ("莫得法子", "乜嘢事", "我晓不得啊"):
+        assert len(fold(text)) == len(text)  # offsets into the draft do not move
+
+
 def test_a_consistent_same_sound_substitution_counts_once():
     from guards.phonetic import close_enough
 
@@ -580,6 +593,7 @@ def test_a_match_that_runs_into_reported_words_is_not_the_agents(default_guard):
         pytest.param("稍微等会儿啊，我去仓库翻一遍，估计个把钟头。", 3600, id="about-an-hour"),
         pytest.param("退费审核大概要半小时，您先在线别走开。", 1800, id="stay-online-length-before"),
         pytest.param("您先别下线，大概二十来分钟我给您答复。", 1200, id="approx-minutes-before-reply"),
+        pytest.param("我去库房问问批号，得二十来分钟，您先忙别的。", 1200, id="do-something-else-meanwhile"),
     ],
 )
 def test_waits_named_in_other_words(text, seconds):
@@ -589,7 +603,8 @@ def test_waits_named_in_other_words(text, seconds):
 
 
 @pytest.mark.parametrize(
-    "text", ["快递员大约30分钟后到，到时候请别走开哦", "等会员日再买更划算", "预计半小时内送达，您不用在线等"]
+    "text", ["快递员大约30分钟后到，到时候请别走开哦", "等会员日再买更划算", "预计半小时内送达，您不用在线等",
+             "您先忙别的，师傅大约40分钟后上门"]
 )
 def test_no_chat_wait_in_visits_and_lookalikes(text):
     found = guards.find_wait(text)
@@ -657,3 +672,38 @@ def test_markup_and_line_breaks_hide_nothing(mini, text, span):
 def test_markup_in_a_good_reply_is_only_formatting(mini):
     assert mini.check("亲，已帮您改成 <b>XL 码</b>，今天下午发出。").action == "pass"
     assert mini.check("如果您<b>不知道</b>尺码，可以参考详情页。").action == "pass"
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [
+        pytest.param("I don’t know where it is.", "fp-dont-know", id="typographic-apostrophe"),
+        pytest.param("Nоthing I саn dо.", "fp-no-way", id="cyrillic-homoglyphs"),
+        pytest.param("D-i-d y-o-u e-v-e-n r-e-a-d the description?", "rq-retort", id="spelled-letter-by-letter"),
+        pytest.param("Wut do u want me 2 do?", "rq-what-do-you-want", id="txt-speak"),
+        pytest.param("I guar@ntee a full r3fund.", "op-money", id="leet"),
+        pytest.param("c@ll the h0tline, not doing this in chat", "rf-redirect-hotline", id="leet-symbol-joins-a-word"),
+    ],
+)
+def test_english_evasions_read_as_words(default_guard, text, rule):
+    assert rule in default_guard.check(text).rule_ids
+
+
+def test_an_apostrophe_is_no_quotation_mark(default_guard):
+    # there's ... that's: the words between two apostrophes are not quoted.
+    assert "ps-no-way" in default_guard.check("There's no way around it, that's just how it is.").rule_ids
+    assert default_guard.check("您说的'不关我的事'是指物流吗？").action == "pass"
+
+
+def test_glossed_context_words_clear_glossed_matches(default_guard):
+    # The context is read in the view the match was found in: "don't need to" glosses to 不需要.
+    assert default_guard.check("You don't need to give me your phone number; the courier has it.").action == "pass"
+    assert default_guard.check("If you don't know your size, check the chart.").action == "pass"
+    assert default_guard.check("Send me your phone number.").action == "block"
+
+
+def test_english_waits_have_a_length():
+    found = guards.find_wait("Please wait 20 minutes, I'm checking with the warehouse.")
+    assert found is not None and found.seconds == 1200
+    assert guards.find_wait("hold on 2 hrs").seconds == 7200
+    assert guards.find_wait("Please wait 2 minutes while I check.").seconds == 120
