@@ -27,6 +27,11 @@ TXT = {
 }
 # A letter typed three or more times (alreadyyy, thisss) is the letter once.
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
+# What makes a token worth more than a dictionary lookup: a leet character, a typographic
+# apostrophe, a letter typed three times.
+_UNUSUAL = re.compile(r"[013457@$’]|([a-z])\1\1")
+# Three digits in a row: an id or an amount, not letters in disguise.
+_ID = re.compile(r"[0-9]{3}")
 # Digits and symbols that stand for letters inside a word (never in a word of digits alone).
 _LEET = str.maketrans("013457@$", "oieastas")
 _LEET_CHARS = frozenset("013457@$")
@@ -36,6 +41,11 @@ _JOINERS = {**dict.fromkeys("-._*·/\\|~^+", ""), "@": "a", "$": "s"}
 
 
 def _plain(word: str) -> str:
+    spelled = TXT.get(word)
+    if spelled is not None:
+        return spelled
+    if word.isdigit() or _UNUSUAL.search(word) is None or _ID.search(word) is not None:
+        return word  # most words, numbers and ids (sf1234567): one search says so
     word = _STRETCHED.sub(r"\1", word.replace("’", "'").strip("@$"))
     if word in TXT:
         return TXT[word]
