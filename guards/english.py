@@ -23,7 +23,8 @@ TXT = {
     "wut": "what", "wat": "what", "msg": "message", "msgs": "messages", "numbr": "number", "sed": "said",
     "lik": "like", "cuz": "because", "coz": "because", "im": "i'm", "dont": "don't", "cant": "can't",
     "didnt": "didn't", "doesnt": "doesn't", "whats": "what's", "thats": "that's", "ya": "you", "yr": "your",
-    "tmrw": "tomorrow", "tmr": "tomorrow", "nthng": "nothing", "nothin": "nothing", "rm": "room", "gimme": "give me", "lemme": "let me", "gonna": "going to", "wanna": "want to", "ok": "ok",
+    "tmrw": "tomorrow", "tmr": "tomorrow", "nthng": "nothing", "nothin": "nothing", "rm": "room", "gimme": "give me",
+    "lemme": "let me", "gonna": "going to", "wanna": "want to",
 }
 # A letter typed three or more times (alreadyyy, thisss) is the letter once.
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
@@ -49,10 +50,7 @@ def _plain(word: str) -> str:
     word = _STRETCHED.sub(r"\1", word.replace("’", "'").strip("@$"))
     if word in TXT:
         return TXT[word]
-    if (
-        len(word) >= 3 and not word.isdigit() and any(c.isalpha() for c in word)
-        and any(c in _LEET_CHARS for c in word)
-    ):
+    if len(word) >= 3 and any(c.isalpha() for c in word) and not _LEET_CHARS.isdisjoint(word):
         return word.translate(_LEET)
     return word
 
@@ -60,8 +58,9 @@ def _plain(word: str) -> str:
 def read_words(tokens: list[Token], original: str, known: Collection[str]) -> tuple[list[Token], list[tuple[str, list[int]]]]:
     """The tokens as dictionary words, and the runs of letters typed one by one.
 
-    `known` holds the single words the glosses know: two pieces split by one symbol are joined
-    when the whole is one of them (in-ternal, but not e-mail-ready text in general). A run of three
+    `known` holds the single words the glosses know: two pieces split by a hyphen, dot or the like
+    are joined when the whole is one of them (in-ternal; e-mail stays two words unless the glosses
+    know "email"); pieces split by @ or $ always join, the symbol read as its letter. A run of three
     or more one-letter tokens (d-i-d y-o-u) comes back apart, as its letters and each letter's
     start, for the caller to look phrases up in.
     """

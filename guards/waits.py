@@ -16,7 +16,8 @@ from .normalize import fold
 __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
 
 # A draft without any of these cannot promise a wait; one search skips the slower regexes. (Staying
-# online, 别走开, promises a wait only with a length, and a length brings its unit.)
+# online, 别走开, promises a wait only with a length, and a length brings its unit.) The matching view
+# has no spaces: hold on reads holdon there.
 WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "wait", "holdon", "hangon", "hour")
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 

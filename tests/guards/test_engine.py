@@ -718,3 +718,20 @@ def test_english_waits_have_a_length():
     assert found is not None and found.seconds == 1200
     assert guards.find_wait("hold on 2 hrs").seconds == 7200
     assert guards.find_wait("Please wait 2 minutes while I check.").seconds == 120
+
+
+def test_english_words_read_back():
+    import re
+
+    from guards.english import read_words
+
+    def words(text, known=("internal", "email")):
+        tokens = [(m.group(), m.start(), m.end()) for m in re.finditer("[a-z0-9'’@$]+", text)]
+        found, runs = read_words(tokens, text, set(known))
+        return [w for w, _, _ in found], [letters for letters, _ in runs]
+
+    assert words("ur in-ternal l0gin") == (["your", "internal", "login"], [])
+    assert words("guar@ntee, e-mail, x-ray") == (["guarantee", "email", "x", "ray"], [])
+    assert words("order sf1234567 and 2023") == (["order", "sf1234567", "and", "2023"], [])
+    assert words("d-i-d y-o-u") == ([], ["didyou"])
+    assert words("alreadyyy explained, me 2 do") == (["already", "explained", "me", "to", "do"], [])
