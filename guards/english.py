@@ -39,6 +39,9 @@ _LEET_CHARS = frozenset("013457@$")
 # Between two words, a lone 2 or 4 is "to" / "for" (me 2 do, 4 u).
 _BETWEEN = {"2": "to", "4": "for"}
 _JOINERS = {**dict.fromkeys("-._*·/\\|~^+", ""), "@": "a", "$": "s"}
+# Invisible characters inside a word (al\u200bready): never a word break, so they always join.
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+_JOINERS.update(dict.fromkeys(_INVISIBLE, ""))
 
 
 def _plain(word: str) -> str:
@@ -84,7 +87,7 @@ def read_words(tokens: list[Token], original: str, known: Collection[str]) -> tu
             raw = word + _JOINERS[original[end]] + tokens[i + 1][0]
             joined = _plain(raw)
             # A symbol that stands for a letter joins always; a mere splitter only into a known word.
-            if joined in known or (original[end] in "@$" and raw.isalpha()):
+            if joined in known or (original[end] in "@$" and raw.isalpha()) or original[end] in _INVISIBLE:
                 words.append((joined, start, tokens[i + 1][2]))
                 i += 2
                 continue

@@ -46,6 +46,38 @@ _WAIT_EN = re.compile(
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"))?"
 )
 _EN_WAIT_WORDS = ("wait", "hold on", "hang on")
+# A reply promised after a named length (I'll get back to you in about half an hour, give me ten
+# minutes or so, expect to hear from me in roughly 25 minutes): English says the wait this way.
+_EN_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10, "fifteen": 15, "twenty": 20,
+    "thirty": 30, "forty": 40, "forty-five": 45, "fifty": 50, "sixty": 60, "half an": 0.5, "half a": 0.5, "a couple of": 2,
+    "a few": 3,
+}
+_EN_NUM = "[0-9]+|" + "|".join(sorted(map(re.escape, _EN_NUMBERS), key=len, reverse=True))
+_EN_LENGTH = r"(?P<n>" + _EN_NUM + r")\s*(?P<unit>minutes?|mins?|hours?|hrs?)(?![a-z])"
+_EN_AFTER = re.compile(
+    r"(?:get back to you|reply|respond|hear from me|ping you|back to you|give me|update you)"
+    r"[^.!?;\n]{0,20}?(?:in|within|for)?\s*(?:about|around|roughly|approximately|maybe)?\s*" + _EN_LENGTH
+)
+_EN_REPLY_WORDS = ("back to you", "reply", "respond", "hear from me", "ping you", "give me", "update you")
+
+
+_EN_LENGTH_HINT = re.compile(_EN_LENGTH.replace("(?P<n>", "(?:").replace("(?P<unit>", "(?:"))
+
+
+def _english_wait(folded: str) -> WaitPromise | None:
+    """A reply promised after an English length; None when there is none."""
+    if not any(w in folded for w in _EN_REPLY_WORDS):
+        return None
+    m = _EN_AFTER.search(folded)
+    if m is None:
+        return None
+    n = m.group("n")
+    count = float(n) if n.isdigit() else _EN_NUMBERS[n]
+    hours = m.group("unit").startswith("h")
+    if hours and count > 2:
+        return None  # reply within 24 hours: a follow-up promised, not a wait in the chat (as 24小时内给您回复)
+    return WaitPromise(m.start(), m.end(), int(count * (3600 if hours else 60)))
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
 # 需要等十分钟 (a bare 需要 is about anything: 解冻大约需要12小时).
 _TIMED = re.compile(
@@ -137,7 +169,10 @@ _TIME_HINT = re.compile(r"[0-9零一二两三四五六七八九十百半个]把?
 
 def names_time(folded: str) -> bool:
     """True when a number with a unit of time occurs: without one, no promised wait has a length."""
-    return _TIME_HINT.search(folded) is not None
+    if _TIME_HINT.search(folded) is not None:
+        return True
+    # half an hour, ten minutes: English numbers are words (looked for only where a unit is).
+    return ("min" in folded or "h" in folded) and _EN_LENGTH_HINT.search(folded.replace("\x00", " ")) is not None
 
 
 def find_wait(text: str) -> WaitPromise | None:
@@ -158,6 +193,9 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
         return WaitPromise(m.start(), m.end(), None) if m else None
     if m and m.group("after"):
         return WaitPromise(m.start(), m.end(), parse_duration(m.group("after")))
+    english = _english_wait(folded)
+    if english is not None:
+        return english
     if m:
         # 稍等一下,大概需要5分钟: the length named later in the same sentence.
         stop = _SENTENCE_END.search(folded, m.end())

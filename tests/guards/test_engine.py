@@ -718,6 +718,14 @@ def test_english_waits_have_a_length():
     assert found is not None and found.seconds == 1200
     assert guards.find_wait("hold on 2 hrs").seconds == 7200
     assert guards.find_wait("Please wait 2 minutes while I check.").seconds == 120
+    # A reply promised after a length, numbers in words too; a day-long follow-up is no chat wait.
+    assert guards.find_wait("Hold on, I'll get back to you in about half an hour.").seconds == 1800
+    assert guards.find_wait("Give me ten minutes or so to dig through the logs.").seconds == 600
+    assert guards.find_wait("Our team will reply within 24 hours by email.") is None
+
+
+def test_invisible_characters_inside_english_words(default_guard):
+    assert "im-already-said" in default_guard.check("I've al\u200bready ex\u200bplained th\u200bis.").rule_ids
 
 
 def test_english_words_read_back():
