@@ -186,7 +186,9 @@ def find_wait_folded(folded: str, *, named: bool | None = None) -> WaitPromise |
     `named` is names_time(folded) when the caller has it already.
     """
     folded = folded.replace("\x00", " ")
-    m = next((w for w in _WAIT.finditer(folded) if not _THANKS.search(folded, max(0, w.start() - 8), w.start())), None)
+    # Thanks before a wait word thank for a wait that is over (感谢您的耐心等待) unless a length follows it: 辛苦等我30分钟.
+    m = next((w for w in _WAIT.finditer(folded)
+              if w.group("after") or not _THANKS.search(folded, max(0, w.start() - 8), w.start())), None)
     if m is None and any(w in folded for w in _EN_WAIT_WORDS):
         m = _WAIT_EN.search(folded)
     if not (names_time(folded) if named is None else named):

@@ -33,7 +33,7 @@ _SPEECHLESS = re.compile(
     rf"[。｡]{{2,}}+|[、､]{{3,}}+|(?P<lead>(?<![\w\u3400-\u9fff….．:：]){_DOTS})(?=[\w\u3400-\u9fff])|{_DOTS}(?![\w\u3400-\u9fff])"
 )
 # Dots before giving in (……行吧, ……算了) read as a sigh, wherever they stand.
-_RESIGNED = re.compile(rf"{_DOTS}(?=(?:行吧|好吧|好的吧|算了|随便|无语|呵呵|那您随意|您随意|随意吧|那就这样吧))")
+_RESIGNED = re.compile(rf"{_DOTS}(?=(?:行吧|好吧|好的吧|算了|随便|无语|呵呵|那您随意|您随意|随意吧|那就这样吧|您随便))")
 _CJK = r"[\u3400-\u9fff]"
 # Spaces standing in for punctuation between two runs of Chinese: 好的 我看一下 马上处理
 _SPACE_AS_PUNCT = re.compile(rf"(?<={_CJK}{{2}})[ \u3000\t]+(?={_CJK}{{2}})")

@@ -134,6 +134,7 @@ def test_punctuation_rewrites(mini, text, fixed):
 def test_hesitation_ellipsis_is_fine(mini):
     assert mini.check("这个……我帮您查一下。").action == "pass"
     assert mini.check("哦……那您随意吧").action == "rewrite"
+    assert mini.check("破损理赔……您随便吧").action == "rewrite"
 
 
 def test_wait_cap_warns(mini):
@@ -605,6 +606,7 @@ def test_a_match_that_runs_into_reported_words_is_not_the_agents(default_guard):
         pytest.param("退费审核大概要半小时，您先在线别走开。", 1800, id="stay-online-length-before"),
         pytest.param("您先别下线，大概二十来分钟我给您答复。", 1200, id="approx-minutes-before-reply"),
         pytest.param("我去库房问问批号，得二十来分钟，您先忙别的。", 1200, id="do-something-else-meanwhile"),
+        pytest.param("辛苦等我30分钟哈，库房在盘点", 1800, id="thanks-before-a-wait-with-a-length"),
     ],
 )
 def test_waits_named_in_other_words(text, seconds):
