@@ -60,8 +60,7 @@ _EN_AFTER = re.compile(
     r"[^.!?;\n]{0,20}?(?:in|within|for)?\s*(?:about|around|roughly|approximately|maybe)?\s*" + _EN_LENGTH
 )
 _EN_REPLY_WORDS = ("back to you", "reply", "respond", "hear from me", "ping you", "give me", "update you")
-
-
+# The same length without its groups, for names_time.
 _EN_LENGTH_HINT = re.compile(_EN_LENGTH.replace("(?P<n>", "(?:").replace("(?P<unit>", "(?:"))
 
 
@@ -78,6 +77,8 @@ def _english_wait(folded: str) -> WaitPromise | None:
     if hours and count > 2:
         return None  # reply within 24 hours: a follow-up promised, not a wait in the chat (as 24小时内给您回复)
     return WaitPromise(m.start(), m.end(), int(count * (3600 if hours else 60)))
+
+
 # Words that promise a wait only with a duration right after them: 给我半个小时, 得等二十来分钟,
 # 需要等十分钟 (a bare 需要 is about anything: 解冻大约需要12小时).
 _TIMED = re.compile(
