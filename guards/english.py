@@ -82,15 +82,20 @@ def read_words(tokens: list[Token], original: str, known: Collection[str]) -> tu
             i = j + 1
             continue
         word, start, end = tokens[i]
-        if i + 1 < len(tokens) and tokens[i + 1][1] - end == 1 and original[end] in _JOINERS:
-            # guar@ntee reads its @ as the a it stands for; in-ternal drops the hyphen.
-            raw = word + _JOINERS[original[end]] + tokens[i + 1][0]
-            joined = _plain(raw)
-            # A symbol that stands for a letter joins always; a mere splitter only into a known word.
-            if joined in known or (original[end] in "@$" and raw.isalpha()) or original[end] in _INVISIBLE:
-                words.append((joined, start, tokens[i + 1][2]))
-                i += 2
-                continue
+        # guar@ntee reads its @ as the a it stands for (gu@r@nteed twice over); in-ternal drops the
+        # hyphen. A symbol that stands for a letter or an invisible character always joins; a mere
+        # splitter only into a known word.
+        k, raw = i, word
+        while k + 1 < len(tokens) and tokens[k + 1][1] - tokens[k][2] == 1 and original[tokens[k][2]] in _JOINERS:
+            mark = original[tokens[k][2]]
+            longer = raw + _JOINERS[mark] + tokens[k + 1][0]
+            if not (mark in "@$" and longer.isalpha() or mark in _INVISIBLE or _plain(longer) in known):
+                break
+            k, raw = k + 1, longer
+        if k > i:
+            words.append((_plain(raw), start, tokens[k][2]))
+            i = k + 1
+            continue
         plain = _plain(word)
         if plain in _BETWEEN and 0 < i < len(tokens) - 1 and tokens[i - 1][0].isalpha() and tokens[i + 1][0].isalpha():
             plain = _BETWEEN[plain]

@@ -42,10 +42,10 @@ _WAIT = re.compile(
 # The same in English (please wait 20 minutes, hold on, about 1 hour), run only on drafts that hold
 # one of its words: a Latin branch in _WAIT costs every Chinese draft a slower scan.
 _WAIT_EN = re.compile(
-    r"(?:wait|hold on|hang on)(?![a-z])"
+    r"(?:wait|hold on|hang on|please hold)(?![a-z])"
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"))?"
 )
-_EN_WAIT_WORDS = ("wait", "hold on", "hang on")
+_EN_WAIT_WORDS = ("wait", "hold on", "hang on", "please hold")
 # A reply promised after a named length (I'll get back to you in about half an hour, give me ten
 # minutes or so, expect to hear from me in roughly 25 minutes): English says the wait this way.
 _EN_NUMBERS = {

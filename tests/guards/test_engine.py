@@ -724,6 +724,7 @@ def test_english_waits_have_a_length():
     assert guards.find_wait("Hold on, I'll get back to you in about half an hour.").seconds == 1800
     assert guards.find_wait("Give me ten minutes or so to dig through the logs.").seconds == 600
     assert guards.find_wait("Our team will reply within 24 hours by email.") is None
+    assert guards.find_wait("Please hold for 20 minutes while I check.").seconds == 1200
 
 
 def test_invisible_characters_inside_english_words(default_guard):
@@ -742,6 +743,7 @@ def test_english_words_read_back():
 
     assert words("ur in-ternal l0gin") == (["your", "internal", "login"], [])
     assert words("guar@ntee, e-mail, x-ray") == (["guarantee", "email", "x", "ray"], [])
+    assert words("gu@r@nteed") == (["guaranteed"], [])  # several symbols in one word
     assert words("order sf1234567 and 2023") == (["order", "sf1234567", "and", "2023"], [])
     assert words("d-i-d y-o-u") == ([], ["didyou"])
     assert words("alreadyyy explained, me 2 do") == (["already", "explained", "me", "to", "do"], [])
