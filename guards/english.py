@@ -28,17 +28,20 @@ TXT = {
 }
 # A letter typed three or more times (alreadyyy, thisss) is the letter once.
 _STRETCHED = re.compile(r"([a-z])\1{2,}")
+# Digits and symbols that stand for letters inside a word (never in a word of digits alone).
+_LEET_FROM, _LEET_TO = "013457@$", "oieastas"
+_LEET = str.maketrans(_LEET_FROM, _LEET_TO)
+_LEET_CHARS = frozenset(_LEET_FROM)
+# The symbols among them: between two pieces of a word they are its letter (guar@ntee).
+_LETTER_SYMBOLS = "@$"
 # What makes a token worth more than a dictionary lookup: a leet character, a typographic
 # apostrophe, a letter typed three times.
-_UNUSUAL = re.compile(r"[013457@$’]|([a-z])\1\1")
+_UNUSUAL = re.compile("[" + re.escape(_LEET_FROM) + "’]|([a-z])\\1\\1")
 # Three digits in a row: an id or an amount, not letters in disguise.
 _ID = re.compile(r"[0-9]{3}")
-# Digits and symbols that stand for letters inside a word (never in a word of digits alone).
-_LEET = str.maketrans("013457@$", "oieastas")
-_LEET_CHARS = frozenset("013457@$")
 # Between two words, a lone 2 or 4 is "to" / "for" (me 2 do, 4 u).
 _BETWEEN = {"2": "to", "4": "for"}
-_JOINERS = {**dict.fromkeys("-._*·/\\|~^+", ""), "@": "a", "$": "s"}
+_JOINERS = {**dict.fromkeys("-._*·/\\|~^+", ""), **{c: c.translate(_LEET) for c in _LETTER_SYMBOLS}}
 # Invisible characters inside a word (al\u200bready): never a word break, so they always join.
 _INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
 _JOINERS.update(dict.fromkeys(_INVISIBLE, ""))
@@ -50,7 +53,7 @@ def _plain(word: str) -> str:
         return spelled
     if word.isdigit() or _UNUSUAL.search(word) is None or _ID.search(word) is not None:
         return word  # most words, numbers and ids (sf1234567): one search says so
-    word = _STRETCHED.sub(r"\1", word.replace("’", "'").strip("@$"))
+    word = _STRETCHED.sub(r"\1", word.replace("’", "'").strip(_LETTER_SYMBOLS))
     if word in TXT:
         return TXT[word]
     if len(word) >= 3 and any(c.isalpha() for c in word) and not _LEET_CHARS.isdisjoint(word):
@@ -89,7 +92,7 @@ def read_words(tokens: list[Token], original: str, known: Collection[str]) -> tu
         while k + 1 < len(tokens) and tokens[k + 1][1] - tokens[k][2] == 1 and original[tokens[k][2]] in _JOINERS:
             mark = original[tokens[k][2]]
             longer = raw + _JOINERS[mark] + tokens[k + 1][0]
-            if not (mark in "@$" and longer.isalpha() or mark in _INVISIBLE or _plain(longer) in known):
+            if not (mark in _LETTER_SYMBOLS and longer.isalpha() or mark in _INVISIBLE or _plain(longer) in known):
                 break
             k, raw = k + 1, longer
         if k > i:

@@ -211,6 +211,8 @@ def _fold_match(m: re.Match[str]) -> str:
 # 自个儿 is 自己 said with a shrug (自个儿看去), 啥子 is 什么 said impatiently (催啥子催).
 _REGIONAL_WORDS = {"乜嘢": "什么", "咋个": "怎么", "莫得": "没得", "晓不得": "不知道"}
 _REGIONAL_WORD = re.compile("|".join(sorted(_REGIONAL_WORDS, key=len, reverse=True)).replace("莫得", "莫得(?!罪)"))
+# Their first characters, one class: a search for it costs a draft a third of the alternation's.
+_REGIONAL_FIRST = re.compile("[" + "".join(sorted({w[0] for w in _REGIONAL_WORDS})) + "]")
 
 
 def _regional_word(m: re.Match[str]) -> str:
@@ -220,8 +222,7 @@ def _regional_word(m: re.Match[str]) -> str:
 def fold(text: str) -> str:
     """The `folded` view: same length as `text`, hidden characters turned into HOLE."""
     folded = _CHANGING.sub(_fold_match, text)
-    # Substring tests first: the regex alternation costs a draft three times as much.
-    if "乜" in folded or "咋" in folded or "莫" in folded or "晓" in folded:
+    if _REGIONAL_FIRST.search(folded) is not None:
         folded = _REGIONAL_WORD.sub(_regional_word, folded)
     return folded
 

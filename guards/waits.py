@@ -15,10 +15,15 @@ from .normalize import fold
 
 __all__ = ["WAIT_HINTS", "WAIT_WORDS", "WaitPromise", "find_wait", "find_wait_folded", "names_time", "parse_duration"]
 
+# English words that ask the customer to wait (please wait 20 minutes, hold on … 1 hour).
+_EN_WAIT_WORDS = ("wait", "hold on", "hang on", "please hold")
 # A draft without any of these cannot promise a wait; one search skips the slower regexes. (Staying
 # online, 别走开, promises a wait only with a length, and a length brings its unit.) The matching view
 # has no spaces: hold on reads holdon there.
-WAIT_WORDS = ("等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "wait", "holdon", "hangon", "hour")
+WAIT_WORDS = (
+    "等", "候", "稍后", "分钟", "秒", "小时", "刻钟", "钟头", "min", "fen钟", "fenzhong", "hour",
+    *(w.replace(" ", "") for w in _EN_WAIT_WORDS),
+)
 WAIT_HINTS = re.compile("|".join(WAIT_WORDS))
 
 # Digits may be spaced apart to slip past a check (稍等1 0分钟 is ten minutes): up to two spaces between
@@ -42,10 +47,9 @@ _WAIT = re.compile(
 # The same in English (please wait 20 minutes, hold on, about 1 hour), run only on drafts that hold
 # one of its words: a Latin branch in _WAIT costs every Chinese draft a slower scan.
 _WAIT_EN = re.compile(
-    r"(?:wait|hold on|hang on|please hold)(?![a-z])"
+    "(?:" + "|".join(_EN_WAIT_WORDS) + r")(?![a-z])"
     r"(?:[^,!?;:。\n]{0,6}?(?P<after>(?:" + _NUM + r")" + _APPROX + _UNIT + r"))?"
 )
-_EN_WAIT_WORDS = ("wait", "hold on", "hang on", "please hold")
 # A reply promised after a named length (I'll get back to you in about half an hour, give me ten
 # minutes or so, expect to hear from me in roughly 25 minutes): English says the wait this way.
 _EN_NUMBERS = {
@@ -55,11 +59,11 @@ _EN_NUMBERS = {
 }
 _EN_NUM = "[0-9]+|" + "|".join(sorted(map(re.escape, _EN_NUMBERS), key=len, reverse=True))
 _EN_LENGTH = r"(?P<n>" + _EN_NUM + r")\s*(?P<unit>minutes?|mins?|hours?|hrs?)(?![a-z])"
+_EN_REPLY_WORDS = ("get back to you", "back to you", "reply", "respond", "hear from me", "ping you", "give me", "update you")
 _EN_AFTER = re.compile(
-    r"(?:get back to you|reply|respond|hear from me|ping you|back to you|give me|update you)"
+    "(?:" + "|".join(_EN_REPLY_WORDS) + ")"
     r"[^.!?;\n]{0,20}?(?:in|within|for)?\s*(?:about|around|roughly|approximately|maybe)?\s*" + _EN_LENGTH
 )
-_EN_REPLY_WORDS = ("back to you", "reply", "respond", "hear from me", "ping you", "give me", "update you")
 # The same length without its groups, for names_time.
 _EN_LENGTH_HINT = re.compile(_EN_LENGTH.replace("(?P<n>", "(?:").replace("(?P<unit>", "(?:"))
 
